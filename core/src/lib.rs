@@ -1,0 +1,1 @@
+//! gslb-state-core

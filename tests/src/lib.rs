@@ -1,0 +1,1 @@
+//! End-to-end test support: real `nats-server` processes on loopback.
