@@ -1,0 +1,525 @@
+//! The wire codec: postcard inside a small versioned envelope.
+//!
+//! ```text
+//! +------+------+---------+------+------------------+
+//! | 'G'  | 'S'  | version | kind | postcard body    |
+//! +------+------+---------+------+------------------+
+//! ```
+//!
+//! A change of format bumps [`FORMAT_VERSION`], so an old node drops a new message as
+//! `unsupported-version` instead of misreading it. Decoding any byte string returns a message or
+//! a [`DecodeError`]; it never panics, borrows strings from the input instead of copying them,
+//! and refuses anything over [`MAX_PAYLOAD_BYTES`] or [`MAX_BATCH_ITEMS`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{MAX_ENDPOINT_NAME_BYTES, MAX_ID_BYTES};
+
+/// First two bytes of every message.
+pub const MAGIC: [u8; 2] = *b"GS";
+/// The envelope format this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest message accepted or produced, in bytes (NATS's default `max_payload` is 1 MiB).
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Most reports in one batch.
+pub const MAX_BATCH_ITEMS: usize = 4096;
+/// Largest sequence number; larger ones are refused so that a sequence and a report state fit
+/// in one `u64` in memory.
+pub const MAX_SEQ: u64 = (1 << 62) - 1;
+/// Longest region name, in bytes.
+pub const MAX_REGION_BYTES: usize = 64;
+
+const HEADER_BYTES: usize = 4;
+
+/// A node's report on one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum ReportState {
+    /// The node sees the endpoint up.
+    Healthy,
+    /// The node sees the endpoint down.
+    Unhealthy,
+    /// The node withdrew its observation (a tombstone that keeps its sequence number).
+    Withdrawn,
+}
+
+impl ReportState {
+    /// The state for a local observation (`None` = withdrawn).
+    pub const fn from_observation(healthy: Option<bool>) -> Self {
+        match healthy {
+            Some(true) => ReportState::Healthy,
+            Some(false) => ReportState::Unhealthy,
+            None => ReportState::Withdrawn,
+        }
+    }
+
+    /// The observation this state carries (`None` = withdrawn).
+    pub const fn observation(self) -> Option<bool> {
+        match self {
+            ReportState::Healthy => Some(true),
+            ReportState::Unhealthy => Some(false),
+            ReportState::Withdrawn => None,
+        }
+    }
+}
+
+/// A heartbeat: "I am alive; my latest health report has sequence `report_seq`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat<'a> {
+    /// Cluster id of the sender.
+    pub cluster: &'a str,
+    /// Node id of the sender.
+    pub node: &'a str,
+    /// Region of the sender (may be empty).
+    pub region: &'a str,
+    /// Changes every time the sender restarts; newer incarnations are larger.
+    pub incarnation: u64,
+    /// Heartbeat sequence within the incarnation, from 1.
+    pub seq: u64,
+    /// Sender's wall clock, ms since the Unix epoch.
+    pub sent_unix_ms: u64,
+    /// Sequence of the sender's latest health report change (0 = none yet).
+    pub report_seq: u64,
+}
+
+/// One report inside a [`ReportBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportItem<'a> {
+    /// The endpoint name.
+    pub endpoint: &'a str,
+    /// The sender's report sequence at which this report was made.
+    pub seq: u64,
+    /// What the sender sees.
+    pub state: ReportState,
+}
+
+/// A batch of health report changes from one node.
+///
+/// The batch holds every change of the sender whose sequence lies in
+/// `first_seq..=last_seq` and was not superseded by a later one, so a receiver that has seen
+/// everything before `first_seq` has seen everything up to `last_seq` afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBatch<'a> {
+    /// Cluster id of the sender.
+    pub cluster: &'a str,
+    /// Node id of the sender.
+    pub node: &'a str,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// Sender's wall clock, ms since the Unix epoch.
+    pub sent_unix_ms: u64,
+    /// First report sequence covered.
+    pub first_seq: u64,
+    /// Last report sequence covered.
+    pub last_seq: u64,
+    /// The reports.
+    #[serde(borrow)]
+    pub items: Vec<ReportItem<'a>>,
+}
+
+/// A node's membership record, the value under its key in the members bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord<'a> {
+    /// Cluster id.
+    pub cluster: &'a str,
+    /// Node id.
+    pub node: &'a str,
+    /// Region (may be empty).
+    pub region: &'a str,
+    /// Incarnation of the node when it wrote the record.
+    pub incarnation: u64,
+    /// Sequence of the heartbeat this record accompanies.
+    pub hb_seq: u64,
+    /// Writer's wall clock, ms since the Unix epoch.
+    pub sent_unix_ms: u64,
+    /// Sequence of the node's latest health report change.
+    pub report_seq: u64,
+}
+
+/// A node's report on one endpoint, the value under `<node>.<endpoint>` in the health bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRecord<'a> {
+    /// Cluster id.
+    pub cluster: &'a str,
+    /// Node id.
+    pub node: &'a str,
+    /// Endpoint name.
+    pub endpoint: &'a str,
+    /// Incarnation of the node when it made the report.
+    pub incarnation: u64,
+    /// Report sequence.
+    pub seq: u64,
+    /// Writer's wall clock, ms since the Unix epoch.
+    pub sent_unix_ms: u64,
+    /// What the node sees.
+    pub state: ReportState,
+}
+
+/// Every message the core reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A heartbeat (subject `hb`).
+    Heartbeat(Heartbeat<'a>),
+    /// A batch of report changes (subject `health`).
+    Reports(ReportBatch<'a>),
+    /// A membership record (members bucket).
+    Member(MemberRecord<'a>),
+    /// A single report (health bucket).
+    Report(ReportRecord<'a>),
+}
+
+impl Message<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Heartbeat(_) => 1,
+            Message::Reports(_) => 2,
+            Message::Member(_) => 3,
+            Message::Report(_) => 4,
+        }
+    }
+
+    /// The cluster the message claims to come from.
+    pub fn cluster(&self) -> &str {
+        match self {
+            Message::Heartbeat(m) => m.cluster,
+            Message::Reports(m) => m.cluster,
+            Message::Member(m) => m.cluster,
+            Message::Report(m) => m.cluster,
+        }
+    }
+
+    /// The node the message claims to come from.
+    pub fn node(&self) -> &str {
+        match self {
+            Message::Heartbeat(m) => m.node,
+            Message::Reports(m) => m.node,
+            Message::Member(m) => m.node,
+            Message::Report(m) => m.node,
+        }
+    }
+}
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than [`MAX_PAYLOAD_BYTES`].
+    TooLarge,
+    /// Shorter than the envelope or without the magic bytes: not ours.
+    BadMagic,
+    /// Written by a format version this build does not read.
+    UnsupportedVersion(u8),
+    /// An unknown message kind.
+    UnknownKind(u8),
+    /// The body is not valid postcard for the kind, or has trailing bytes.
+    Malformed,
+    /// The body decoded but breaks a bound or a rule (the reason says which).
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooLarge => write!(f, "message larger than {MAX_PAYLOAD_BYTES} bytes"),
+            DecodeError::BadMagic => f.write_str("not a gslb-state message (bad magic)"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "unsupported format version {v} (this build reads {FORMAT_VERSION})"
+                )
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            DecodeError::Malformed => f.write_str("malformed message body"),
+            DecodeError::Invalid(why) => write!(f, "invalid message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Encodes a message into its envelope.
+///
+/// Panics only on a broken internal invariant: the core never builds a message over
+/// [`MAX_PAYLOAD_BYTES`] (batches are split before that).
+pub fn encode(msg: &Message<'_>) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(msg.kind());
+    // Serializing into a Vec only fails on a custom Serialize impl error; ours are derived.
+    let out = match msg {
+        Message::Heartbeat(m) => postcard::to_extend(m, out),
+        Message::Reports(m) => postcard::to_extend(m, out),
+        Message::Member(m) => postcard::to_extend(m, out),
+        Message::Report(m) => postcard::to_extend(m, out),
+    }
+    .expect("postcard serialization into a Vec cannot fail for derived types");
+    assert!(
+        out.len() <= MAX_PAYLOAD_BYTES,
+        "encoded message of {} bytes exceeds MAX_PAYLOAD_BYTES",
+        out.len()
+    );
+    Bytes::from(out)
+}
+
+/// Decodes a message, borrowing its strings from `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(DecodeError::TooLarge);
+    }
+    if bytes.len() < HEADER_BYTES || bytes[..2] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[2] != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(bytes[2]));
+    }
+    let body = &bytes[HEADER_BYTES..];
+    let msg = match bytes[3] {
+        1 => Message::Heartbeat(body_of(body)?),
+        2 => Message::Reports(body_of(body)?),
+        3 => Message::Member(body_of(body)?),
+        4 => Message::Report(body_of(body)?),
+        k => return Err(DecodeError::UnknownKind(k)),
+    };
+    validate(&msg)?;
+    Ok(msg)
+}
+
+fn body_of<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(value)
+}
+
+fn check_str(
+    s: &str,
+    max_bytes: usize,
+    empty_ok: bool,
+    what: &'static str,
+) -> Result<(), DecodeError> {
+    if (s.is_empty() && !empty_ok) || s.len() > max_bytes {
+        return Err(DecodeError::Invalid(what));
+    }
+    Ok(())
+}
+
+fn check_seq(seq: u64) -> Result<(), DecodeError> {
+    if seq > MAX_SEQ {
+        return Err(DecodeError::Invalid("sequence out of range"));
+    }
+    Ok(())
+}
+
+fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
+    check_str(msg.cluster(), MAX_ID_BYTES, false, "bad cluster id")?;
+    check_str(msg.node(), MAX_ID_BYTES, false, "bad node id")?;
+    match msg {
+        Message::Heartbeat(m) => {
+            check_str(m.region, MAX_REGION_BYTES, true, "bad region")?;
+            check_seq(m.seq)?;
+            check_seq(m.report_seq)?;
+        }
+        Message::Reports(m) => {
+            if m.items.len() > MAX_BATCH_ITEMS {
+                return Err(DecodeError::Invalid("too many reports in batch"));
+            }
+            if m.first_seq > m.last_seq {
+                return Err(DecodeError::Invalid("batch range reversed"));
+            }
+            check_seq(m.last_seq)?;
+            for item in &m.items {
+                check_str(
+                    item.endpoint,
+                    MAX_ENDPOINT_NAME_BYTES,
+                    false,
+                    "bad endpoint name",
+                )?;
+                if item.seq > m.last_seq || item.seq == 0 {
+                    return Err(DecodeError::Invalid("report sequence outside batch range"));
+                }
+            }
+        }
+        Message::Member(m) => {
+            check_str(m.region, MAX_REGION_BYTES, true, "bad region")?;
+            check_seq(m.hb_seq)?;
+            check_seq(m.report_seq)?;
+        }
+        Message::Report(m) => {
+            check_str(
+                m.endpoint,
+                MAX_ENDPOINT_NAME_BYTES,
+                false,
+                "bad endpoint name",
+            )?;
+            if m.seq == 0 {
+                return Err(DecodeError::Invalid("report sequence 0"));
+            }
+            check_seq(m.seq)?;
+        }
+    }
+    Ok(())
+}
+
+/// Encoded size of a batch item, for splitting batches under [`MAX_PAYLOAD_BYTES`]: an upper
+/// bound (varint length prefix, name, varint seq, state).
+pub(crate) const fn item_size_bound(endpoint_len: usize) -> usize {
+    3 + endpoint_len + 10 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hb() -> Message<'static> {
+        Message::Heartbeat(Heartbeat {
+            cluster: "c",
+            node: "n1",
+            region: "eu",
+            incarnation: 7,
+            seq: 3,
+            sent_unix_ms: 1_700_000_000_000,
+            report_seq: 9,
+        })
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        let batch = Message::Reports(ReportBatch {
+            cluster: "c",
+            node: "n1",
+            incarnation: 7,
+            sent_unix_ms: 5,
+            first_seq: 1,
+            last_seq: 3,
+            items: vec![
+                ReportItem {
+                    endpoint: "web",
+                    seq: 1,
+                    state: ReportState::Healthy,
+                },
+                ReportItem {
+                    endpoint: "db ☃",
+                    seq: 3,
+                    state: ReportState::Withdrawn,
+                },
+            ],
+        });
+        let member = Message::Member(MemberRecord {
+            cluster: "c",
+            node: "n1",
+            region: "",
+            incarnation: 1,
+            hb_seq: 2,
+            sent_unix_ms: 3,
+            report_seq: 4,
+        });
+        let report = Message::Report(ReportRecord {
+            cluster: "c",
+            node: "n1",
+            endpoint: "web",
+            incarnation: 1,
+            seq: 2,
+            sent_unix_ms: 3,
+            state: ReportState::Unhealthy,
+        });
+        for m in [hb(), batch, member, report] {
+            let bytes = encode(&m);
+            assert_eq!(decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn envelope_errors_are_typed() {
+        let bytes = encode(&hb());
+        assert_eq!(decode(b""), Err(DecodeError::BadMagic));
+        assert_eq!(decode(b"{\"json\":1}"), Err(DecodeError::BadMagic));
+        let mut v = bytes.to_vec();
+        v[2] = 2;
+        assert_eq!(decode(&v), Err(DecodeError::UnsupportedVersion(2)));
+        let mut v = bytes.to_vec();
+        v[3] = 99;
+        assert_eq!(decode(&v), Err(DecodeError::UnknownKind(99)));
+        let mut v = bytes.to_vec();
+        v.push(0);
+        assert_eq!(decode(&v), Err(DecodeError::Malformed), "trailing byte");
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            decode(&vec![0; MAX_PAYLOAD_BYTES + 1]),
+            Err(DecodeError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let long = "x".repeat(MAX_ENDPOINT_NAME_BYTES + 1);
+        let m = Message::Report(ReportRecord {
+            cluster: "c",
+            node: "n",
+            endpoint: &long,
+            incarnation: 1,
+            seq: 1,
+            sent_unix_ms: 0,
+            state: ReportState::Healthy,
+        });
+        assert_eq!(
+            decode(&encode(&m)),
+            Err(DecodeError::Invalid("bad endpoint name"))
+        );
+        let items: Vec<_> = (0..=MAX_BATCH_ITEMS)
+            .map(|_| ReportItem {
+                endpoint: "e",
+                seq: 1,
+                state: ReportState::Healthy,
+            })
+            .collect();
+        let m = Message::Reports(ReportBatch {
+            cluster: "c",
+            node: "n",
+            incarnation: 1,
+            sent_unix_ms: 0,
+            first_seq: 1,
+            last_seq: 1,
+            items,
+        });
+        assert_eq!(
+            decode(&encode(&m)),
+            Err(DecodeError::Invalid("too many reports in batch"))
+        );
+    }
+
+    #[test]
+    fn item_size_bound_holds() {
+        let name = "é".repeat(127);
+        let m = ReportItem {
+            endpoint: &name,
+            seq: MAX_SEQ,
+            state: ReportState::Withdrawn,
+        };
+        let len = postcard::to_allocvec(&m).unwrap().len();
+        assert!(len <= item_size_bound(name.len()), "{len}");
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics_and_reencodes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(m) = decode(&bytes) {
+                let again = encode(&m);
+                prop_assert_eq!(decode(&again).unwrap(), m);
+            }
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(flip in 0usize..64, bit in 0u8..8) {
+            let mut v = encode(&hb()).to_vec();
+            let i = flip % v.len();
+            v[i] ^= 1 << bit;
+            let _ = decode(&v);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What a driver hands to the core.
+
+use bytes::Bytes;
+
+use crate::names::Bucket;
+
+/// Whether the driver can reach NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum Connectivity {
+    /// Connected: publishes and KV writes go out.
+    Connected,
+    /// Not connected: the core keeps deciding and holds its own changes until reconnected.
+    Disconnected,
+}
+
+/// One input to [`Node::handle`](crate::Node::handle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// This node's own observation of an endpoint: `Some(true)` up, `Some(false)` down,
+    /// `None` withdrawn (no opinion any more).
+    LocalHealth {
+        /// Endpoint name, 1 to 255 bytes of UTF-8.
+        endpoint: String,
+        /// The observation.
+        healthy: Option<bool>,
+    },
+    /// A message received on a subject under `gslb.<cluster>.` (heartbeats, report batches).
+    Received {
+        /// The subject it arrived on.
+        subject: String,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// The connection to NATS came up or went down.
+    Connectivity(Connectivity),
+    /// An entry read from a KV bucket: at start-up (snapshot), for a requested re-sync, or for
+    /// anti-entropy. Deleted or purged keys are not handed in.
+    KvEntry {
+        /// The bucket it was read from.
+        bucket: Bucket,
+        /// Its key.
+        key: String,
+        /// Its value.
+        value: Bytes,
+    },
+    /// A KV read finished: the re-sync of `node` ([`Output::Resync`](crate::Output::Resync)),
+    /// or the whole snapshot or anti-entropy read (`None`). Hand it in even when the read failed
+    /// part-way: the core re-requests what is still missing.
+    KvReadDone {
+        /// The node whose reports were read, or `None` for a read of whole buckets.
+        node: Option<String>,
+    },
+    /// A KV write of ours failed; the core retries it later.
+    KvPutFailed {
+        /// The bucket written to.
+        bucket: Bucket,
+        /// The key written.
+        key: String,
+    },
+    /// A version of the desired configuration (YAML) from config sync.
+    ConfigEntry {
+        /// Its version (the KV revision); versions only move forward.
+        version: u64,
+        /// The YAML text.
+        yaml: Bytes,
+    },
+}

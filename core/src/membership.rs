@@ -1,0 +1,367 @@
+//! Remote members: their incarnation, liveness, and the index from each member to its reports.
+//!
+//! A member is *active* while its latest accepted heartbeat was received at most TTL ago on our
+//! own monotonic clock. Only an active member's reports are counted in the [`View`]; activating
+//! or deactivating a member adds or removes exactly its own reports, nothing else.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::ReportState;
+use crate::time::Instant;
+use crate::view::{EndpointId, View};
+
+/// Dense index of a member slot.
+pub(crate) type MemberIdx = u32;
+
+/// A report in memory: `seq << 2 | state`, 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedReport(u64);
+
+impl PackedReport {
+    pub(crate) fn new(seq: u64, state: ReportState) -> Self {
+        debug_assert!(seq <= crate::codec::MAX_SEQ, "decoder bounds sequences");
+        let code = match state {
+            ReportState::Healthy => 0,
+            ReportState::Unhealthy => 1,
+            ReportState::Withdrawn => 2,
+        };
+        PackedReport(seq << 2 | code)
+    }
+
+    pub(crate) fn seq(self) -> u64 {
+        self.0 >> 2
+    }
+
+    pub(crate) fn state(self) -> ReportState {
+        match self.0 & 3 {
+            0 => ReportState::Healthy,
+            1 => ReportState::Unhealthy,
+            _ => ReportState::Withdrawn,
+        }
+    }
+}
+
+/// One remote node as this node knows it.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) id: Box<str>,
+    pub(crate) region: Box<str>,
+    pub(crate) incarnation: u64,
+    /// Sequence of the latest accepted heartbeat (0 = none in this incarnation).
+    pub(crate) hb_seq: u64,
+    /// When the latest accepted heartbeat arrived (or, from a snapshot, was sent).
+    pub(crate) last_heard: Option<Instant>,
+    /// `Some(last_heard + TTL)` while active.
+    pub(crate) active_until: Option<Instant>,
+    /// Latest report sequence the member announced (heartbeat or membership record).
+    pub(crate) announced_seq: u64,
+    /// Every report change up to this sequence is known.
+    pub(crate) synced_seq: u64,
+    /// Highest report sequence received.
+    pub(crate) max_seen_seq: u64,
+    /// When a re-sync of this member was last requested and not yet done.
+    pub(crate) resync_since: Option<Instant>,
+    /// When the member last became inactive (for forgetting it eventually).
+    pub(crate) inactive_since: Instant,
+    /// Our wall clock minus the sender's at its last heartbeat, ms (includes the transit delay).
+    pub(crate) clock_offset_ms: i64,
+    pub(crate) reports: FxHashMap<EndpointId, PackedReport>,
+}
+
+/// Why a report was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReportOutcome {
+    /// Stored; it replaced an older report or was new.
+    Applied,
+    /// Not newer than the stored report.
+    NotNewer,
+    /// The member holds its maximum number of reports.
+    Full,
+}
+
+/// All remote members.
+#[derive(Debug)]
+pub(crate) struct Members {
+    slots: Vec<Option<Member>>,
+    free: Vec<MemberIdx>,
+    index: FxHashMap<Box<str>, MemberIdx>,
+    /// (active_until, member) of every active member.
+    expiries: BTreeSet<(Instant, MemberIdx)>,
+    max_members: usize,
+    max_reports_per_member: usize,
+}
+
+impl Members {
+    pub(crate) fn new(max_members: usize, max_reports_per_member: usize) -> Self {
+        Members {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: FxHashMap::default(),
+            expiries: BTreeSet::new(),
+            max_members,
+            max_reports_per_member,
+        }
+    }
+
+    pub(crate) fn find(&self, id: &str) -> Option<MemberIdx> {
+        self.index.get(id).copied()
+    }
+
+    /// The member `id`, created (inactive, incarnation 0) if new; `None` at the member bound.
+    pub(crate) fn find_or_insert(&mut self, id: &str, now: Instant) -> Option<MemberIdx> {
+        if let Some(idx) = self.find(id) {
+            return Some(idx);
+        }
+        if self.index.len() >= self.max_members {
+            return None;
+        }
+        let member = Member {
+            id: id.into(),
+            region: "".into(),
+            incarnation: 0,
+            hb_seq: 0,
+            last_heard: None,
+            active_until: None,
+            announced_seq: 0,
+            synced_seq: 0,
+            max_seen_seq: 0,
+            resync_since: None,
+            inactive_since: now,
+            clock_offset_ms: 0,
+            reports: FxHashMap::default(),
+        };
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.slots[idx as usize] = Some(member);
+                idx
+            }
+            None => {
+                self.slots.push(Some(member));
+                (self.slots.len() - 1) as MemberIdx
+            }
+        };
+        self.index.insert(id.into(), idx);
+        Some(idx)
+    }
+
+    pub(crate) fn get(&self, idx: MemberIdx) -> &Member {
+        self.slots[idx as usize]
+            .as_ref()
+            .expect("member indices are live while held")
+    }
+
+    pub(crate) fn get_mut(&mut self, idx: MemberIdx) -> &mut Member {
+        self.slots[idx as usize]
+            .as_mut()
+            .expect("member indices are live while held")
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.slots.iter().flatten()
+    }
+
+    /// Indices of every remembered member.
+    pub(crate) fn indices(&self) -> Vec<MemberIdx> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .map(|i| i as MemberIdx)
+            .collect()
+    }
+
+    pub(crate) fn active_count(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// The earliest instant at which an active member expires (it is active *at* `active_until`).
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.expiries
+            .first()
+            .map(|(t, _)| *t + Duration::from_nanos(1))
+    }
+
+    /// Marks `idx` heard at `heard_at`: active until `heard_at + ttl`. Returns true if it just
+    /// became active (its reports are now counted).
+    pub(crate) fn mark_heard(
+        &mut self,
+        idx: MemberIdx,
+        heard_at: Instant,
+        ttl: Duration,
+        view: &mut View,
+    ) -> bool {
+        let m = self.get_mut(idx);
+        let heard = m.last_heard.map_or(heard_at, |t| t.max(heard_at));
+        m.last_heard = Some(heard);
+        self.set_active_until(idx, heard + ttl, view)
+    }
+
+    /// Keeps `idx` active until `until`; returns true if it just became active.
+    fn set_active_until(&mut self, idx: MemberIdx, until: Instant, view: &mut View) -> bool {
+        let m = self.slots[idx as usize].as_mut().expect("live member");
+        let was = m.active_until.replace(until);
+        if let Some(old) = was {
+            self.expiries.remove(&(old, idx));
+        }
+        self.expiries.insert((until, idx));
+        if was.is_some() {
+            return false;
+        }
+        for (&ep, r) in &m.reports {
+            view.count(ep, r.state(), true);
+        }
+        true
+    }
+
+    /// Makes `idx` inactive and removes its reports from the counters. Returns true if it was
+    /// active.
+    pub(crate) fn deactivate(&mut self, idx: MemberIdx, now: Instant, view: &mut View) -> bool {
+        let m = self.slots[idx as usize].as_mut().expect("live member");
+        let Some(until) = m.active_until.take() else {
+            return false;
+        };
+        self.expiries.remove(&(until, idx));
+        m.inactive_since = now;
+        for (&ep, r) in &m.reports {
+            view.count(ep, r.state(), false);
+        }
+        true
+    }
+
+    /// Pops one member whose activity ended before `now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant, view: &mut View) -> Option<MemberIdx> {
+        let &(until, idx) = self.expiries.first()?;
+        if until >= now {
+            return None;
+        }
+        let was_active = self.deactivate(idx, now, view);
+        assert!(was_active, "expiry index holds only active members");
+        Some(idx)
+    }
+
+    /// Re-judges every member under a new TTL: returns the members that became active and those
+    /// that stopped being active (their counters are already updated).
+    pub(crate) fn set_ttl(
+        &mut self,
+        ttl: Duration,
+        now: Instant,
+        view: &mut View,
+    ) -> (Vec<MemberIdx>, Vec<MemberIdx>) {
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for idx in self.indices() {
+            let Some(heard) = self.get(idx).last_heard else {
+                continue;
+            };
+            let until = heard + ttl;
+            if until >= now {
+                if self.set_active_until(idx, until, view) {
+                    up.push(idx);
+                }
+            } else if self.deactivate(idx, now, view) {
+                down.push(idx);
+            }
+        }
+        (up, down)
+    }
+
+    /// Switches `idx` to a newer incarnation: deactivates it and drops all its reports.
+    /// Returns true if it was active.
+    pub(crate) fn reset_incarnation(
+        &mut self,
+        idx: MemberIdx,
+        incarnation: u64,
+        now: Instant,
+        view: &mut View,
+    ) -> bool {
+        let was_active = self.deactivate(idx, now, view);
+        let m = self.get_mut(idx);
+        debug_assert!(incarnation > m.incarnation);
+        m.incarnation = incarnation;
+        m.hb_seq = 0;
+        m.last_heard = None;
+        m.announced_seq = 0;
+        m.synced_seq = 0;
+        m.max_seen_seq = 0;
+        m.resync_since = None;
+        m.reports = FxHashMap::default();
+        was_active
+    }
+
+    /// Stores a report of `idx` if it is newer than the one held, updating counters when the
+    /// member is active.
+    pub(crate) fn apply_report(
+        &mut self,
+        idx: MemberIdx,
+        ep: EndpointId,
+        seq: u64,
+        state: ReportState,
+        view: &mut View,
+    ) -> ReportOutcome {
+        let max_reports = self.max_reports_per_member;
+        let m = self.slots[idx as usize].as_mut().expect("live member");
+        let new = PackedReport::new(seq, state);
+        let active = m.active_until.is_some();
+        let len = m.reports.len();
+        match m.reports.entry(ep) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = *o.get();
+                if old.seq() >= seq {
+                    return ReportOutcome::NotNewer;
+                }
+                o.insert(new);
+                if active && old.state() != state {
+                    view.count(ep, old.state(), false);
+                    view.count(ep, state, true);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if len >= max_reports {
+                    return ReportOutcome::Full;
+                }
+                v.insert(new);
+                if active {
+                    view.count(ep, state, true);
+                }
+            }
+        }
+        m.max_seen_seq = m.max_seen_seq.max(seq);
+        ReportOutcome::Applied
+    }
+
+    /// Forgets members inactive for longer than `after`, with their reports (bounded memory for
+    /// nodes that left for good). Returns how many were forgotten.
+    pub(crate) fn forget_inactive(&mut self, now: Instant, after: Duration) -> usize {
+        let mut forgotten = 0;
+        for idx in 0..self.slots.len() {
+            let stale = matches!(&self.slots[idx], Some(m) if m.active_until.is_none() && now.saturating_since(m.inactive_since) > after);
+            if stale {
+                let m = self.slots[idx].take().expect("checked above");
+                self.index.remove(&m.id);
+                self.free.push(idx as MemberIdx);
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_reports_round_trip() {
+        for state in [
+            ReportState::Healthy,
+            ReportState::Unhealthy,
+            ReportState::Withdrawn,
+        ] {
+            for seq in [1, 2, crate::codec::MAX_SEQ] {
+                let p = PackedReport::new(seq, state);
+                assert_eq!((p.seq(), p.state()), (seq, state));
+            }
+        }
+        assert_eq!(std::mem::size_of::<(EndpointId, PackedReport)>(), 16);
+    }
+}

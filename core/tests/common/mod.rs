@@ -1,0 +1,200 @@
+//! Helpers shared by the core's integration tests: clocks, peers that speak the wire format,
+//! and a pump that carries one node's outputs to another.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gslb_state_core::codec::{
+    self, Heartbeat, MemberRecord, Message, ReportBatch, ReportItem, ReportRecord, ReportState,
+};
+use gslb_state_core::names::SubjectKind;
+use gslb_state_core::{
+    Config, Input, Instant, Limits, Names, Node, NodeConfig, Now, Output, Policy, Source, WallTime,
+};
+
+pub const CLUSTER: &str = "c";
+pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
+
+/// Both clocks at `ms` milliseconds after the start, wall clock shifted by `skew_ms`.
+pub fn at(ms: u64) -> Now {
+    at_skewed(ms, 0)
+}
+
+pub fn at_skewed(ms: u64, skew_ms: i64) -> Now {
+    Now::new(
+        Instant::from_millis(ms),
+        WallTime::from_unix_ms((WALL_BASE_MS + ms).wrapping_add_signed(skew_ms)),
+    )
+}
+
+pub fn node_config(id: &str, policy: Policy, q: u8) -> NodeConfig {
+    let mut c = Config::with_defaults(CLUSTER);
+    c.state.policy = policy;
+    c.state.quorum_min_percent = q;
+    c.state.heartbeat_interval = Duration::from_secs(1);
+    c.state.heartbeat_ttl = Duration::from_secs(3);
+    NodeConfig {
+        limits: Limits {
+            forget_after_ttls: 0,
+            ..Limits::default()
+        },
+        ..NodeConfig::from_config(&c, id, 1)
+    }
+}
+
+pub fn node(id: &str, policy: Policy, q: u8) -> Node {
+    Node::new(node_config(id, policy, q), at(0)).unwrap()
+}
+
+/// Drains every output of `node`.
+pub fn drain(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+/// Carries `from`'s publishes to each of `to` at `now`; returns every output of `from`.
+pub fn pump(from: &mut Node, to: &mut [&mut Node], now: Now) -> Vec<Output> {
+    let outs = drain(from);
+    for out in &outs {
+        if let Output::Publish {
+            subject, payload, ..
+        } = out
+        {
+            for n in to.iter_mut() {
+                n.handle(
+                    now,
+                    Input::Received {
+                        subject: subject.clone(),
+                        payload: payload.clone(),
+                    },
+                );
+            }
+        }
+    }
+    outs
+}
+
+/// A remote peer that writes wire messages by hand (for reordering, duplication, spoofing).
+pub struct Peer {
+    pub id: String,
+    pub incarnation: u64,
+    pub names: Names,
+}
+
+impl Peer {
+    pub fn new(id: &str, incarnation: u64) -> Self {
+        Peer {
+            id: id.to_owned(),
+            incarnation,
+            names: Names::new(CLUSTER),
+        }
+    }
+
+    pub fn heartbeat(&self, seq: u64, report_seq: u64, sent_ms: u64) -> Input {
+        let payload = codec::encode(&Message::Heartbeat(Heartbeat {
+            cluster: CLUSTER,
+            node: &self.id,
+            region: "",
+            incarnation: self.incarnation,
+            seq,
+            sent_unix_ms: sent_ms,
+            report_seq,
+        }));
+        Input::Received {
+            subject: self.names.subject(SubjectKind::Heartbeat, &self.id),
+            payload,
+        }
+    }
+
+    pub fn batch(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        items: &[(&str, u64, ReportState)],
+    ) -> Input {
+        let payload = codec::encode(&Message::Reports(ReportBatch {
+            cluster: CLUSTER,
+            node: &self.id,
+            incarnation: self.incarnation,
+            sent_unix_ms: WALL_BASE_MS,
+            first_seq,
+            last_seq,
+            items: items
+                .iter()
+                .map(|&(endpoint, seq, state)| ReportItem {
+                    endpoint,
+                    seq,
+                    state,
+                })
+                .collect(),
+        }));
+        Input::Received {
+            subject: self.names.subject(SubjectKind::Health, &self.id),
+            payload,
+        }
+    }
+
+    pub fn member_record(&self, hb_seq: u64, report_seq: u64, sent_ms: u64) -> Input {
+        let value = codec::encode(&Message::Member(MemberRecord {
+            cluster: CLUSTER,
+            node: &self.id,
+            region: "",
+            incarnation: self.incarnation,
+            hb_seq,
+            sent_unix_ms: sent_ms,
+            report_seq,
+        }));
+        Input::KvEntry {
+            bucket: gslb_state_core::Bucket::Members,
+            key: self.names.member_key(&self.id),
+            value,
+        }
+    }
+
+    pub fn report_record(&self, endpoint: &str, seq: u64, state: ReportState) -> Input {
+        let value = codec::encode(&Message::Report(ReportRecord {
+            cluster: CLUSTER,
+            node: &self.id,
+            endpoint,
+            incarnation: self.incarnation,
+            seq,
+            sent_unix_ms: WALL_BASE_MS,
+            state,
+        }));
+        Input::KvEntry {
+            bucket: gslb_state_core::Bucket::Health,
+            key: self.names.report_key(&self.id, endpoint),
+            value,
+        }
+    }
+}
+
+/// Decisions handed out, per endpoint, as (verdict, source).
+#[derive(Default)]
+pub struct Emitted(pub BTreeMap<String, (Option<bool>, Source)>);
+
+impl Emitted {
+    pub fn absorb(&mut self, outs: &[Output]) {
+        for out in outs {
+            if let Output::Decision { endpoint, decision } = out {
+                self.0
+                    .insert(endpoint.clone(), (decision.healthy, decision.source));
+            }
+        }
+    }
+
+    pub fn get(&self, endpoint: &str) -> (Option<bool>, Source) {
+        self.0
+            .get(endpoint)
+            .copied()
+            .unwrap_or((None, Source::Unknown))
+    }
+}
+
+pub fn payload_of(input: &Input) -> Bytes {
+    match input {
+        Input::Received { payload, .. } | Input::KvEntry { value: payload, .. } => payload.clone(),
+        _ => Bytes::new(),
+    }
+}

@@ -1,0 +1,331 @@
+//! The engine against the reference model: long random sequences of joins, heartbeats, expiry
+//! by time jumps, restarts with new incarnations, duplicated, reordered and late messages,
+//! snapshot entries with skewed timestamps, withdrawn observations, config changes of policy,
+//! threshold and TTL — every decision compared after every step.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use gslb_state_core::codec::ReportState;
+use gslb_state_core::reference::Reference;
+use gslb_state_core::{Connectivity, Decision, Input, Node, Policy, Source};
+use proptest::prelude::*;
+
+/// Small clusters: three others and our own id (to check we ignore ourselves).
+const SMALL_NODES: &[&str] = &["a", "b", "c", "me"];
+const SMALL_ENDPOINTS: &[&str] = &["web", "db", "dns ☃"];
+/// Larger clusters.
+const LARGE_NODES: &[&str] = &[
+    "n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11", "n12", "n13", "n14",
+    "n15",
+];
+const LARGE_ENDPOINTS: &[&str] = &["e0", "e1", "e2", "e3", "e4", "e5"];
+const QS: [u8; 8] = [1, 18, 33, 50, 51, 66, 67, 100];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    Heartbeat {
+        node: usize,
+        inc: u64,
+        seq: u64,
+        report_seq: u64,
+    },
+    Batch {
+        node: usize,
+        inc: u64,
+        first: u64,
+        items: Vec<(usize, u64, ReportState)>,
+    },
+    Local {
+        ep: usize,
+        healthy: Option<bool>,
+    },
+    MemberRecord {
+        node: usize,
+        inc: u64,
+        hb_seq: u64,
+        age_ms: i64,
+    },
+    ReportRecord {
+        node: usize,
+        inc: u64,
+        ep: usize,
+        seq: u64,
+        state: ReportState,
+    },
+    Replay(usize),
+    Config {
+        version: u64,
+        policy: usize,
+        q: usize,
+        ttl_ms: u64,
+    },
+    Connectivity(bool),
+    ReadDone(Option<usize>),
+    Garbage(Vec<u8>),
+}
+
+fn state() -> impl Strategy<Value = ReportState> {
+    prop_oneof![
+        Just(ReportState::Healthy),
+        Just(ReportState::Unhealthy),
+        Just(ReportState::Withdrawn)
+    ]
+}
+
+fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
+    let node = 0..nodes;
+    let inc = 1u64..4;
+    prop_oneof![
+        4 => (0u64..2_500).prop_map(Op::Advance),
+        6 => (node.clone(), inc.clone(), 1u64..12, 0u64..12)
+            .prop_map(|(node, inc, seq, report_seq)| Op::Heartbeat { node, inc, seq, report_seq }),
+        6 => (node.clone(), inc.clone(), 1u64..12, proptest::collection::vec((0..endpoints, 1u64..12, state()), 0..4))
+            .prop_map(|(node, inc, first, items)| Op::Batch { node, inc, first, items }),
+        4 => (0..endpoints, proptest::option::of(any::<bool>())).prop_map(|(ep, healthy)| Op::Local { ep, healthy }),
+        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000)
+            .prop_map(|(node, inc, hb_seq, age_ms)| Op::MemberRecord { node, inc, hb_seq, age_ms }),
+        2 => (node.clone(), inc, 0..endpoints, 1u64..12, state())
+            .prop_map(|(node, inc, ep, seq, state)| Op::ReportRecord { node, inc, ep, seq, state }),
+        3 => any::<usize>().prop_map(Op::Replay),
+        1 => (1u64..6, 0..4usize, 0..QS.len(), 1_500u64..5_000)
+            .prop_map(|(version, policy, q, ttl_ms)| Op::Config { version, policy, q, ttl_ms }),
+        1 => any::<bool>().prop_map(Op::Connectivity),
+        1 => proptest::option::of(node).prop_map(Op::ReadDone),
+        1 => proptest::collection::vec(any::<u8>(), 0..16).prop_map(Op::Garbage),
+    ]
+}
+
+struct Harness {
+    nodes: &'static [&'static str],
+    endpoints: &'static [&'static str],
+    engine: Node,
+    model: Reference,
+    emitted: Emitted,
+    sent: Vec<Input>,
+    t_ms: u64,
+}
+
+impl Harness {
+    fn new(
+        policy: Policy,
+        q: u8,
+        nodes: &'static [&'static str],
+        endpoints: &'static [&'static str],
+    ) -> Self {
+        let config = node_config("me", policy, q);
+        Harness {
+            nodes,
+            endpoints,
+            engine: Node::new(config.clone(), at(0)).unwrap(),
+            model: Reference::new(&config, at(0)),
+            emitted: Emitted::default(),
+            sent: Vec::new(),
+            t_ms: 0,
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        let now = at(self.t_ms);
+        self.model.handle(now, &input);
+        self.engine.handle(now, input);
+    }
+
+    fn step(&mut self, op: &Op) {
+        match op.clone() {
+            Op::Advance(ms) => {
+                self.t_ms += ms;
+                // Run every timer in between, as a driver would.
+                while let Some(wake) = self.engine.poll_timeout() {
+                    if wake > gslb_state_core::Instant::from_millis(self.t_ms) {
+                        break;
+                    }
+                    let now = gslb_state_core::Now::new(wake, at(wake.as_millis()).wall);
+                    self.engine.handle_timeout(now);
+                    self.model.handle_timeout(now);
+                    self.absorb();
+                }
+                self.engine.handle_timeout(at(self.t_ms));
+                self.model.handle_timeout(at(self.t_ms));
+            }
+            Op::Heartbeat {
+                node,
+                inc,
+                seq,
+                report_seq,
+            } => {
+                let input = Peer::new(self.nodes[node], inc).heartbeat(
+                    seq,
+                    report_seq,
+                    WALL_BASE_MS + self.t_ms,
+                );
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::Batch {
+                node,
+                inc,
+                first,
+                items,
+            } => {
+                let items: Vec<(&str, u64, ReportState)> = items
+                    .iter()
+                    .map(|&(ep, seq, st)| (self.endpoints[ep], seq, st))
+                    .collect();
+                let last = items.iter().map(|i| i.1).max().unwrap_or(first).max(first);
+                let input = Peer::new(self.nodes[node], inc).batch(first, last, &items);
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::Local { ep, healthy } => self.feed(Input::LocalHealth {
+                endpoint: self.endpoints[ep].into(),
+                healthy,
+            }),
+            Op::MemberRecord {
+                node,
+                inc,
+                hb_seq,
+                age_ms,
+            } => {
+                let sent = (WALL_BASE_MS + self.t_ms).saturating_add_signed(-age_ms);
+                let input = Peer::new(self.nodes[node], inc).member_record(hb_seq, 0, sent);
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::ReportRecord {
+                node,
+                inc,
+                ep,
+                seq,
+                state,
+            } => {
+                let input =
+                    Peer::new(self.nodes[node], inc).report_record(self.endpoints[ep], seq, state);
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::Replay(i) => {
+                if !self.sent.is_empty() {
+                    let input = self.sent[i % self.sent.len()].clone();
+                    self.feed(input);
+                }
+            }
+            Op::Config {
+                version,
+                policy,
+                q,
+                ttl_ms,
+            } => {
+                let yaml = format!(
+                    "cluster: {{id: {CLUSTER}}}\nstate: {{healthPolicy: {}, quorumMinPercent: {}, heartbeatInterval: 1s, heartbeatTTL: {ttl_ms}ms}}\n",
+                    Policy::ALL[policy],
+                    QS[q]
+                );
+                self.feed(Input::ConfigEntry {
+                    version,
+                    yaml: Bytes::from(yaml),
+                });
+            }
+            Op::Connectivity(up) => self.feed(Input::Connectivity(if up {
+                Connectivity::Connected
+            } else {
+                Connectivity::Disconnected
+            })),
+            Op::ReadDone(node) => self.feed(Input::KvReadDone {
+                node: node.map(|n| self.nodes[n].to_owned()),
+            }),
+            Op::Garbage(bytes) => {
+                let subject = Peer::new("a", 1)
+                    .names
+                    .subject(gslb_state_core::names::SubjectKind::Health, "a");
+                self.feed(Input::Received {
+                    subject,
+                    payload: Bytes::from(bytes),
+                });
+            }
+        }
+        self.absorb();
+    }
+
+    fn absorb(&mut self) {
+        let outs = drain(&mut self.engine);
+        self.emitted.absorb(&outs);
+    }
+
+    fn check(&self, step: usize) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            self.engine.active_member_ids(),
+            self.model.active_members(),
+            "active members after step {}",
+            step
+        );
+        for ep in self
+            .model
+            .endpoints()
+            .iter()
+            .map(String::as_str)
+            .chain(self.endpoints.iter().copied())
+        {
+            let want = self.model.decision(ep);
+            let got = self.engine.decision(ep).unwrap_or(Decision {
+                healthy: None,
+                source: Source::Unknown,
+                healthy_reports: 0,
+                total_reports: 0,
+                local: None,
+            });
+            prop_assert_eq!(got, want, "decision for {:?} after step {}", ep, step);
+            prop_assert_eq!(
+                self.emitted.get(ep),
+                (want.healthy, want.source),
+                "emitted decision for {:?} after step {}",
+                ep,
+                step
+            );
+        }
+        Ok(())
+    }
+}
+
+fn run(
+    policy: usize,
+    q: usize,
+    ops: &[Op],
+    nodes: &'static [&'static str],
+    endpoints: &'static [&'static str],
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(Policy::ALL[policy], QS[q], nodes, endpoints);
+    for (i, op) in ops.iter().enumerate() {
+        h.step(op);
+        h.check(i)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_reference_small_clusters(
+        policy in 0..4usize,
+        q in 0..QS.len(),
+        ops in proptest::collection::vec(op(SMALL_NODES.len(), SMALL_ENDPOINTS.len()), 1..300),
+    ) {
+        run(policy, q, &ops, SMALL_NODES, SMALL_ENDPOINTS)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_reference_large_clusters(
+        policy in 0..4usize,
+        q in 0..QS.len(),
+        ops in proptest::collection::vec(op(LARGE_NODES.len(), LARGE_ENDPOINTS.len()), 1..1000),
+    ) {
+        run(policy, q, &ops, LARGE_NODES, LARGE_ENDPOINTS)?;
+    }
+}
