@@ -1,0 +1,124 @@
+//! Connection options from `nats.*`: servers, TLS and mTLS, credentials, ping tuning.
+
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event};
+use gslb_state_core::config::NatsSettings;
+use tokio::sync::mpsc;
+
+/// Why the connection options could not be built.
+#[derive(Debug)]
+pub struct ConnectSetupError(pub String);
+
+impl std::fmt::Display for ConnectSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectSetupError {}
+
+/// Installs rustls's `ring` provider once: async-nats enables only `ring`, but if anything else
+/// in the embedding program enables `aws-lc-rs` too, rustls would panic at the first TLS connect
+/// without an explicit choice.
+pub(crate) fn install_crypto_provider() {
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The options for `settings`, reporting connection events on `events`.
+///
+/// Connecting never blocks start-up: the client connects in the background and keeps retrying.
+pub(crate) async fn options(
+    settings: &NatsSettings,
+    client_name: &str,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<ConnectOptions, ConnectSetupError> {
+    install_crypto_provider();
+    let mut opts = ConnectOptions::new();
+    let auth = &settings.auth;
+    if let Some(path) = &auth.creds_file {
+        opts = opts.credentials_file(path).await.map_err(|e| {
+            ConnectSetupError(format!(
+                "nats.auth.credsFile: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(path) = &auth.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| {
+            ConnectSetupError(format!(
+                "nats.auth.nkeySeedFile: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let seed = seed
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with('S'))
+            .ok_or_else(|| {
+                ConnectSetupError(format!(
+                    "nats.auth.nkeySeedFile: {} holds no nkey seed (a line starting with 'S')",
+                    path.display()
+                ))
+            })?
+            .to_owned();
+        opts = opts.nkey(seed);
+    }
+    if let (Some(user_env), Some(password_env)) = (&auth.user_env, &auth.password_env) {
+        let user = std::env::var(user_env).map_err(|_| {
+            ConnectSetupError(format!(
+                "nats.auth.userEnv: environment variable {user_env} is not set"
+            ))
+        })?;
+        let password = std::env::var(password_env).map_err(|_| {
+            ConnectSetupError(format!(
+                "nats.auth.passwordEnv: environment variable {password_env} is not set"
+            ))
+        })?;
+        opts = opts.user_and_password(user, password);
+    }
+    if let Some(tls) = &settings.tls {
+        for (key, path) in [
+            ("nats.tls.caFile", &tls.ca_file),
+            ("nats.tls.certFile", &tls.cert_file),
+            ("nats.tls.keyFile", &tls.key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConnectSetupError(format!(
+                    "{key}: {} is not a readable file",
+                    path.display()
+                )));
+            }
+        }
+        opts = opts.require_tls(true);
+        if let Some(ca) = &tls.ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(opts
+        .name(client_name)
+        .ping_interval(settings.ping_interval)
+        .connection_timeout(settings.connect_timeout)
+        .request_timeout(Some(Duration::from_secs(2).max(settings.connect_timeout)))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            // Quick first retries (another server of the cluster is usually up), then back off.
+            let ms = match attempts {
+                0..=2 => 0,
+                n => (100u64 << (n - 3).min(5)).min(2_000),
+            };
+            Duration::from_millis(ms)
+        })
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                let _ = events.send(event);
+            }
+        }))
+}

@@ -1,0 +1,652 @@
+//! The driver task: binds one core [`Node`] to NATS. It owns time and I/O and nothing else;
+//! every decision is made in the core.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{Client, Event as NatsEvent};
+use futures::{FutureExt, StreamExt};
+use gslb_state_core::config::Config;
+use gslb_state_core::names::encode_token;
+use gslb_state_core::{Bucket, Connectivity, Input, MessageKind, Node, NodeConfig, Output};
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::config_sync::{self, ConfigUpdate};
+use crate::handle::{Command, Event, Shared};
+use crate::kv::{self, ReadEntry, Stores, WriteFailed, WriteOp};
+use crate::metrics::Metrics;
+
+/// Most messages handled between two passes over the outputs.
+const MAX_MESSAGES_PER_TURN: usize = 1024;
+/// How often the connection state is checked directly (events can be dropped).
+const STATE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A publish that cannot be queued within this is counted as failed.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a shutdown may spend flushing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Entries in flight from KV readers to the driver loop.
+const READ_CHANNEL: usize = 8192;
+
+/// What background tasks report to the driver loop.
+pub(crate) enum Internal {
+    /// Buckets are open; the snapshot is next.
+    StoresReady,
+    /// An entry read from a bucket.
+    Entry { bucket: Bucket, entry: ReadEntry },
+    /// A read finished (`node` = the member re-synced, `None` = whole buckets).
+    ReadDone {
+        node: Option<String>,
+        snapshot: bool,
+    },
+    /// A config version from config sync.
+    Config(ConfigUpdate),
+}
+
+struct Driver {
+    node: Node,
+    clock: Clock,
+    client: Client,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    cluster_id: String,
+    config: Config,
+    writes: mpsc::UnboundedSender<(Bucket, String, WriteOp)>,
+    stores: watch::Receiver<Option<Stores>>,
+    internal_tx: mpsc::Sender<Internal>,
+    setup_started: bool,
+    snapshot_done: bool,
+    /// Config version loaded at start-up (events after it are logged as config events).
+    snapshot_config_version: Option<u64>,
+}
+
+/// Runs the driver until a shutdown command (or the handle is dropped).
+pub(crate) async fn run(
+    config: Config,
+    node_config: NodeConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let clock = Clock::start();
+    let node = match Node::new(node_config, clock.now()) {
+        Ok(node) => node,
+        Err(e) => {
+            let _ = ready.send(Err(format!("invalid configuration: {e}")));
+            return;
+        }
+    };
+    let (nats_events_tx, mut nats_events) = mpsc::unbounded_channel();
+    let client_name = format!("gslb-state {}", node.node_id());
+    let options = match crate::connect::options(&config.nats, &client_name, nats_events_tx).await {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let client = match options.connect(config.nats.servers.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("nats.servers: {e}")));
+            return;
+        }
+    };
+    let mut subscription = match client.subscribe(node.names().subscription()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot subscribe: {e}")));
+            return;
+        }
+    };
+    let (writes, write_rx) = mpsc::unbounded_channel();
+    let (stores_tx, stores_rx) = watch::channel(None);
+    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<WriteFailed>();
+    let metrics = shared.metrics.clone();
+    let writer = tokio::spawn(kv::run_writer(
+        write_rx,
+        stores_rx.clone(),
+        failed_tx,
+        metrics.clone(),
+    ));
+    let (internal_tx, mut internal_rx) = mpsc::channel(READ_CHANNEL);
+    tracing::info!(
+        node = node.node_id(),
+        cluster = config.cluster_id.as_str(),
+        servers = ?config.nats.servers,
+        policy = %config.state.policy,
+        "gslb-state driver started; deciding locally until NATS is reached"
+    );
+    let mut d = Driver {
+        cluster_id: config.cluster_id.clone(),
+        node,
+        clock,
+        client,
+        shared,
+        metrics,
+        config,
+        writes,
+        stores: stores_rx,
+        internal_tx,
+        setup_started: false,
+        snapshot_done: false,
+        snapshot_config_version: None,
+    };
+    let _ = ready.send(Ok(()));
+    let _ = stores_tx; // kept alive below through `setup`
+    let stores_tx = Arc::new(stores_tx);
+
+    let mut state_check = tokio::time::interval(STATE_CHECK_INTERVAL);
+    state_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown_done = loop {
+        d.carry_out().await;
+        let wake = d.node.poll_timeout().map(|t| d.clock.to_tokio(t));
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => break None,
+                Some(Command::Shutdown(done)) => break Some(done),
+                Some(command) => d.on_command(command),
+            },
+            Some(message) = subscription.next() => {
+                d.on_message(message);
+                for _ in 0..MAX_MESSAGES_PER_TURN {
+                    match subscription.next().now_or_never() {
+                        Some(Some(message)) => d.on_message(message),
+                        _ => break,
+                    }
+                }
+            }
+            Some(event) = nats_events.recv() => d.on_nats_event(event, &stores_tx),
+            Some(internal) = internal_rx.recv() => {
+                d.on_internal(internal);
+                for _ in 0..MAX_MESSAGES_PER_TURN {
+                    match internal_rx.try_recv() {
+                        Ok(internal) => d.on_internal(internal),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(failed) = failed_rx.recv() => {
+                let now = d.clock.now();
+                d.node.handle(now, Input::KvPutFailed { bucket: failed.bucket, key: failed.key });
+            }
+            _ = sleep_until(wake) => {
+                let now = d.clock.now();
+                d.node.handle_timeout(now);
+            }
+            _ = state_check.tick() => d.check_state(&stores_tx),
+        }
+    };
+    // Drain: hand out what is pending, let the writer finish, flush the connection.
+    d.carry_out().await;
+    drop(d.writes);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, d.client.flush()).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, d.client.drain()).await;
+    tracing::info!(node = d.node.node_id(), "gslb-state driver stopped");
+    if let Some(done) = shutdown_done {
+        let _ = done.send(());
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => futures::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn now(&self) -> gslb_state_core::Now {
+        self.clock.now()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::SetHealth { endpoint, healthy } => {
+                let now = self.now();
+                self.node
+                    .handle(now, Input::LocalHealth { endpoint, healthy });
+            }
+            Command::Decisions(reply) => {
+                let all = self
+                    .node
+                    .decisions()
+                    .map(|(e, d)| (e.to_owned(), d))
+                    .collect();
+                let _ = reply.send(all);
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(self.node.members());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.node.stats().clone());
+            }
+            Command::ConfigApplied { version, result } => match result {
+                Ok(()) => {
+                    tracing::info!(cluster = %self.cluster_id, version, "config applied");
+                }
+                Err(e) => {
+                    self.metrics.count_config("failed");
+                    tracing::error!(cluster = %self.cluster_id, version, error = %e, "config apply failed");
+                }
+            },
+            Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn on_message(&mut self, message: async_nats::Message) {
+        let kind = if message.subject.contains(".hb.") {
+            MessageKind::Heartbeat
+        } else {
+            MessageKind::Health
+        };
+        Metrics::count(&self.metrics.received, kind);
+        let now = self.now();
+        self.node.handle(
+            now,
+            Input::Received {
+                subject: message.subject.to_string(),
+                payload: message.payload,
+            },
+        );
+    }
+
+    fn set_connected(&mut self, connected: bool, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {
+        if self.node.is_connected() == connected {
+            return;
+        }
+        let now = self.now();
+        if connected {
+            tracing::info!(node = self.node.node_id(), "connected to NATS");
+            self.node
+                .handle(now, Input::Connectivity(Connectivity::Connected));
+            let _ = self.shared.events.send(Event::Connected);
+            if !self.setup_started {
+                self.setup_started = true;
+                self.start_setup(stores_tx.clone());
+            }
+        } else {
+            tracing::warn!(
+                node = self.node.node_id(),
+                "disconnected from NATS; deciding with what is known"
+            );
+            self.node
+                .handle(now, Input::Connectivity(Connectivity::Disconnected));
+            let _ = self.shared.events.send(Event::Disconnected);
+        }
+        self.shared.connected.store(connected, Ordering::Relaxed);
+        self.metrics.connected.set(i64::from(connected));
+    }
+
+    fn on_nats_event(&mut self, event: NatsEvent, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {
+        match event {
+            NatsEvent::Connected => self.set_connected(true, stores_tx),
+            NatsEvent::Disconnected => self.set_connected(false, stores_tx),
+            NatsEvent::ClientError(e) => {
+                tracing::warn!(node = self.node.node_id(), error = %e, "NATS connect error");
+            }
+            NatsEvent::ServerError(e) => {
+                tracing::error!(node = self.node.node_id(), error = %e, "NATS server error");
+            }
+            NatsEvent::SlowConsumer(_) => {
+                tracing::warn!(
+                    node = self.node.node_id(),
+                    "NATS slow consumer: messages were dropped; re-syncs will repair"
+                );
+            }
+            other => tracing::debug!(event = %other, "NATS event"),
+        }
+    }
+
+    fn check_state(&mut self, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        self.set_connected(connected, stores_tx);
+        self.metrics.sync_drops(self.node.stats());
+    }
+
+    /// Opens (or creates) the buckets, then reads the snapshot; retried until it succeeds.
+    fn start_setup(&mut self, stores_tx: Arc<watch::Sender<Option<Stores>>>) {
+        let js = jetstream_context(&self.client, &self.config);
+        let names = self.node.names().clone();
+        let internal = self.internal_tx.clone();
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let node_id = self.node.node_id().to_owned();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(250);
+            let stores = loop {
+                let members = kv::ensure_bucket(&js, names.bucket(Bucket::Members)).await;
+                let health = kv::ensure_bucket(&js, names.bucket(Bucket::Health)).await;
+                match (members, health) {
+                    (Ok(members), Ok(health)) => break Stores { members, health },
+                    (m, h) => {
+                        for (bucket, e) in [(Bucket::Members, m.err()), (Bucket::Health, h.err())] {
+                            if let Some(e) = e {
+                                tracing::error!(node = %node_id, bucket = names.bucket(bucket), error = %e, retry_in = ?delay, "KV bucket creation error");
+                            }
+                        }
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            };
+            let _ = stores_tx.send(Some(stores.clone()));
+            if internal.send(Internal::StoresReady).await.is_err() {
+                return;
+            }
+            read_buckets(&client, &stores, &internal, &metrics, true).await;
+        });
+        if self.config.state.enable_config_sync
+            && let Some(settings) = self.config.config_sync.clone()
+        {
+            let js = jetstream_context(&self.client, &self.config);
+            tokio::spawn(config_sync::run(
+                self.client.clone(),
+                js,
+                settings,
+                encode_token(&self.cluster_id),
+                self.internal_tx.clone(),
+            ));
+        }
+    }
+
+    fn on_internal(&mut self, internal: Internal) {
+        let now = self.now();
+        match internal {
+            Internal::StoresReady => {}
+            Internal::Entry { bucket, entry } => self.node.handle(
+                now,
+                Input::KvEntry {
+                    bucket,
+                    key: entry.key,
+                    value: entry.value,
+                },
+            ),
+            Internal::ReadDone { node, snapshot } => {
+                if snapshot && !self.snapshot_done {
+                    self.snapshot_done = true;
+                    tracing::info!(
+                        node = self.node.node_id(),
+                        members = self.node.active_members(),
+                        endpoints = self.node.endpoint_count(),
+                        "health snapshot loaded"
+                    );
+                }
+                self.node.handle(now, Input::KvReadDone { node });
+            }
+            Internal::Config(update) => {
+                if update.snapshot {
+                    self.snapshot_config_version = Some(update.version);
+                    tracing::info!(cluster = %self.cluster_id, version = update.version, "config snapshot loaded");
+                }
+                self.node.handle(
+                    now,
+                    Input::ConfigEntry {
+                        version: update.version,
+                        yaml: update.yaml,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Carries out every output of the core.
+    async fn carry_out(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Publish {
+                    subject,
+                    payload,
+                    kind,
+                } => {
+                    let ok = matches!(
+                        tokio::time::timeout(
+                            PUBLISH_TIMEOUT,
+                            self.client.publish(subject, payload)
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    );
+                    if ok {
+                        Metrics::count(&self.metrics.published, kind);
+                    } else {
+                        tracing::debug!(kind = kind.as_str(), "publish failed");
+                    }
+                }
+                Output::KvPut {
+                    bucket, key, value, ..
+                } => {
+                    let _ = self.writes.send((bucket, key, WriteOp::Put(value)));
+                }
+                Output::KvDelete { bucket, key } => {
+                    let _ = self.writes.send((bucket, key, WriteOp::Delete));
+                }
+                Output::Resync { node, key_filter } => {
+                    self.metrics.resyncs.inc();
+                    self.spawn_resync(node, key_filter);
+                }
+                Output::ReadMembers => self.spawn_read_members(),
+                Output::Decision { endpoint, decision } => {
+                    self.metrics.decision_changes.inc();
+                    tracing::debug!(
+                        endpoint = %endpoint,
+                        healthy = ?decision.healthy,
+                        source = %decision.source,
+                        healthy_reports = decision.healthy_reports,
+                        total_reports = decision.total_reports,
+                        "decision changed"
+                    );
+                    if let Ok(mut map) = self.shared.decisions.write() {
+                        map.insert(endpoint.clone(), decision);
+                    }
+                    let _ = self
+                        .shared
+                        .events
+                        .send(Event::Decision { endpoint, decision });
+                }
+                Output::MemberUp {
+                    node,
+                    region,
+                    incarnation,
+                } => {
+                    tracing::info!(member = %node, region = %region, incarnation, "member up");
+                    let _ = self.shared.events.send(Event::MemberUp { node, region });
+                }
+                Output::MemberDown { node, reason } => {
+                    tracing::info!(member = %node, reason = reason.as_str(), "member down");
+                    let _ = self.shared.events.send(Event::MemberDown { node, reason });
+                }
+                Output::ApplyConfig { version, config } => {
+                    self.metrics.count_config("applied");
+                    self.metrics
+                        .config_version
+                        .set(i64::try_from(version).unwrap_or(i64::MAX));
+                    let snapshot = self.snapshot_config_version == Some(version);
+                    if !snapshot {
+                        tracing::info!(
+                            "config event: cluster={} version={}",
+                            self.cluster_id,
+                            version
+                        );
+                    }
+                    let _ = self.shared.events.send(Event::ConfigApplied {
+                        version,
+                        config,
+                        snapshot,
+                    });
+                }
+                Output::ConfigRejected { version, error } => {
+                    self.metrics.count_config("rejected");
+                    tracing::error!(cluster = %self.cluster_id, version, error = %error, "config rejected; the last good config stays in force");
+                    let _ = self
+                        .shared
+                        .events
+                        .send(Event::ConfigRejected { version, error });
+                }
+                Output::ConfigIgnored { version, current } => {
+                    self.metrics.count_config("ignored");
+                    tracing::info!(cluster = %self.cluster_id, version, current, "config version ignored: not newer than the one in force");
+                }
+            }
+        }
+        self.metrics
+            .active_members
+            .set(self.node.active_members() as i64);
+        self.metrics
+            .endpoints
+            .set(self.node.endpoint_count() as i64);
+    }
+
+    fn spawn_resync(&self, node: String, key_filter: String) {
+        let Some(stores) = self.stores.borrow().clone() else {
+            // Not open yet: the snapshot will bring everything; say we are done so the core
+            // asks again later if still needed.
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let _ = internal
+                    .send(Internal::ReadDone {
+                        node: Some(node),
+                        snapshot: false,
+                    })
+                    .await;
+            });
+            return;
+        };
+        let client = self.client.clone();
+        let internal = self.internal_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            read_into(
+                &client,
+                &stores.health,
+                Bucket::Health,
+                &key_filter,
+                &internal,
+                &metrics,
+            )
+            .await;
+            let _ = internal
+                .send(Internal::ReadDone {
+                    node: Some(node),
+                    snapshot: false,
+                })
+                .await;
+        });
+    }
+
+    fn spawn_read_members(&self) {
+        let Some(stores) = self.stores.borrow().clone() else {
+            return;
+        };
+        let client = self.client.clone();
+        let internal = self.internal_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            read_into(
+                &client,
+                &stores.members,
+                Bucket::Members,
+                ">",
+                &internal,
+                &metrics,
+            )
+            .await;
+            let _ = internal
+                .send(Internal::ReadDone {
+                    node: None,
+                    snapshot: false,
+                })
+                .await;
+        });
+    }
+}
+
+/// The JetStream context of `config` (with its domain, if any).
+pub(crate) fn jetstream_context(client: &Client, config: &Config) -> jetstream::Context {
+    match &config.nats.jetstream_domain {
+        Some(domain) => jetstream::with_domain(client.clone(), domain),
+        None => jetstream::new(client.clone()),
+    }
+}
+
+/// Reads both buckets whole (members first) and reports the end.
+async fn read_buckets(
+    client: &Client,
+    stores: &Stores,
+    internal: &mpsc::Sender<Internal>,
+    metrics: &Metrics,
+    snapshot: bool,
+) {
+    read_into(
+        client,
+        &stores.members,
+        Bucket::Members,
+        ">",
+        internal,
+        metrics,
+    )
+    .await;
+    read_into(
+        client,
+        &stores.health,
+        Bucket::Health,
+        ">",
+        internal,
+        metrics,
+    )
+    .await;
+    let _ = internal
+        .send(Internal::ReadDone {
+            node: None,
+            snapshot,
+        })
+        .await;
+}
+
+/// Reads every entry of `store` matching `key_filter` into the driver loop.
+async fn read_into(
+    client: &Client,
+    store: &async_nats::jetstream::kv::Store,
+    bucket: Bucket,
+    key_filter: &str,
+    internal: &mpsc::Sender<Internal>,
+    metrics: &Metrics,
+) {
+    let (tx, mut rx) = mpsc::channel(READ_CHANNEL);
+    let forward = async {
+        let mut n = 0u64;
+        while let Some(entry) = rx.recv().await {
+            n += 1;
+            if internal
+                .send(Internal::Entry { bucket, entry })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        n
+    };
+    let read = async {
+        let result = kv::read_prefix(client, store, key_filter, &tx).await;
+        drop(tx);
+        result
+    };
+    let (result, forwarded) = tokio::join!(read, forward);
+    if forwarded > 0 {
+        metrics
+            .kv_get
+            .get_or_create(&crate::metrics::BucketResult {
+                bucket: store.name.clone(),
+                result: "ok",
+            })
+            .inc_by(forwarded);
+    }
+    if let Err(e) = result {
+        Metrics::count_kv(&metrics.kv_get, &store.name, false);
+        tracing::warn!(bucket = %store.name, filter = key_filter, error = %e, "KV read failed; will be retried");
+    }
+}

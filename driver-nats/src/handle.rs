@@ -1,0 +1,311 @@
+//! [`Handle`]: what an embedding daemon holds. The driver runs on its own thread with its own
+//! tokio runtime; the handle talks to it through runtime-neutral channels, so the caller may use
+//! tokio, smol, or no async runtime at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use gslb_state_core::config::Config;
+use gslb_state_core::{Decision, DownReason, Limits, MemberInfo, NodeConfig, Stats};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// How many events a slow subscriber may fall behind before it misses some
+/// ([`broadcast::error::RecvError::Lagged`]).
+pub const EVENT_BUFFER: usize = 65_536;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The configuration (the guide's YAML, parsed).
+    pub config: Config,
+    /// This node's id (`node.id`, or the host name).
+    pub node_id: String,
+    /// Bounds of the core.
+    pub limits: Limits,
+}
+
+impl NodeOptions {
+    /// Options for `config`, with `node.id` from the file or else `default_node_id`.
+    pub fn new(config: Config, default_node_id: &str) -> Self {
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| default_node_id.to_owned());
+        NodeOptions {
+            config,
+            node_id,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Something that happened, for subscribers ([`Handle::subscribe`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The decision for `endpoint` changed.
+    Decision {
+        /// The endpoint.
+        endpoint: String,
+        /// The decision and why.
+        decision: Decision,
+    },
+    /// A member became active.
+    MemberUp {
+        /// Node id.
+        node: String,
+        /// Region.
+        region: String,
+    },
+    /// A member stopped being active.
+    MemberDown {
+        /// Node id.
+        node: String,
+        /// Why.
+        reason: DownReason,
+    },
+    /// Connected to NATS.
+    Connected,
+    /// Lost the connection to NATS.
+    Disconnected,
+    /// A new configuration version was accepted (config sync); its `state` settings are in
+    /// force. Apply the rest and report with [`Handle::config_applied`].
+    ConfigApplied {
+        /// KV revision.
+        version: u64,
+        /// The configuration.
+        config: Arc<Config>,
+        /// Whether it is the snapshot loaded at start-up.
+        snapshot: bool,
+    },
+    /// A configuration version was refused; the last good one stays in force.
+    ConfigRejected {
+        /// KV revision.
+        version: u64,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why the driver did not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The driver stopped; the call could not be carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gslb-state driver has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+pub(crate) enum Command {
+    SetHealth {
+        endpoint: String,
+        healthy: Option<bool>,
+    },
+    Decisions(oneshot::Sender<Vec<(String, Decision)>>),
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+    Stats(oneshot::Sender<Stats>),
+    ConfigApplied {
+        version: u64,
+        result: Result<(), String>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// State shared between the handle and the driver thread.
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) decisions: RwLock<HashMap<String, Decision>>,
+    pub(crate) connected: std::sync::atomic::AtomicBool,
+}
+
+/// A running node: give it local health, read and subscribe to its decisions.
+///
+/// Dropping the handle shuts the driver down (see [`Handle::shutdown`] to wait for the drain).
+pub struct Handle {
+    node_id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Validates `options` and starts the driver on its own thread. Returns at once: decisions
+    /// are local until NATS is reached, which happens in the background.
+    pub fn start(options: NodeOptions) -> Result<Handle, StartError> {
+        let incarnation = crate::clock::wall_now().as_unix_ms();
+        let node_config = NodeConfig {
+            limits: options.limits.clone(),
+            ..NodeConfig::from_config(&options.config, &options.node_id, incarnation)
+        };
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let shared = Arc::new(Shared {
+            metrics: Arc::new(Metrics::new()),
+            events,
+            decisions: RwLock::new(HashMap::new()),
+            connected: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let driver_shared = shared.clone();
+        let config = options.config.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("gslb-state-{}", options.node_id))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("gslb-state-nats")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start a tokio runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(crate::driver::run(
+                    config,
+                    node_config,
+                    command_rx,
+                    driver_shared,
+                    ready_tx,
+                ));
+            })
+            .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Handle {
+                node_id: options.node_id,
+                commands,
+                shared,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(StartError(e))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(StartError("the driver thread ended during start-up".into()))
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// This node's observation of `endpoint`: `Some(true)` up, `Some(false)` down, `None`
+    /// withdrawn. Never blocks.
+    pub fn set_health(&self, endpoint: &str, healthy: Option<bool>) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::SetHealth {
+                endpoint: endpoint.to_owned(),
+                healthy,
+            })
+            .map_err(|_| Stopped)
+    }
+
+    /// The decision last handed out for `endpoint` (verdict, source and the counts as of that
+    /// change); a lock-free-for-writers snapshot, cheap enough for every DNS answer.
+    pub fn decision(&self, endpoint: &str) -> Option<Decision> {
+        self.shared
+            .decisions
+            .read()
+            .ok()
+            .and_then(|d| d.get(endpoint).copied())
+    }
+
+    /// Every endpoint with its decision and current counts, asked of the core.
+    pub async fn decisions(&self) -> Result<Vec<(String, Decision)>, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Decisions(tx))
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Every member, this node first.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Members(tx))
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The core's counters.
+    pub async fn stats(&self) -> Result<Stats, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Reports how applying config `version` ([`Event::ConfigApplied`]) went: logged and counted
+    /// (`gslbd_state_config_events_total{result="failed"}` on error).
+    pub fn config_applied(&self, version: u64, result: Result<(), String>) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::ConfigApplied { version, result })
+            .map_err(|_| Stopped)
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Whether the client is connected to NATS right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the driver: pending publishes and KV writes are flushed (bounded by a few seconds),
+    /// then the connection closes.
+    pub async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(thread) = self.thread.take() {
+            // The driver has finished its work; the thread ends as its runtime drops.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let (tx, _rx) = oneshot::channel();
+            let _ = self.commands.send(Command::Shutdown(tx));
+            let _ = thread.join();
+        }
+    }
+}

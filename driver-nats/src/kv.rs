@@ -1,0 +1,218 @@
+//! The KV side: bucket creation, prefix reads (snapshot, re-sync, anti-entropy) and a writer
+//! that coalesces writes per key and pipelines them.
+//!
+//! Nothing here is on the liveness path: heartbeats and health changes travel on core subjects.
+//! The KV is read at start-up, when a heartbeat shows a gap, and periodically for anti-entropy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::push;
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use gslb_state_core::Bucket;
+use indexmap::IndexMap;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Largest value accepted in our buckets.
+const MAX_VALUE_BYTES: i32 = 1024 * 1024;
+/// KV writes in flight at once.
+const MAX_WRITES_IN_FLIGHT: usize = 256;
+/// A prefix read gives up when no entry arrives for this long.
+const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens bucket `name`, creating it when absent: three replicas when the cluster allows, one
+/// otherwise; history 1 (only the newest value of a key matters).
+pub(crate) async fn ensure_bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let mut last_error = String::new();
+    for replicas in [3, 1] {
+        let config = kv::Config {
+            bucket: name.to_owned(),
+            description: "gslb-state".to_owned(),
+            history: 1,
+            max_value_size: MAX_VALUE_BYTES,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        match js.create_key_value(config).await {
+            Ok(store) => return Ok(store),
+            Err(e) => last_error = e.to_string(),
+        }
+        // Another node may have created it meanwhile.
+        if let Ok(store) = js.get_key_value(name).await {
+            return Ok(store);
+        }
+    }
+    Err(last_error)
+}
+
+/// An entry read from a bucket.
+#[derive(Debug)]
+pub(crate) struct ReadEntry {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+}
+
+/// Reads the newest value of every key of `store` matching `key_filter` (`>` for all), sending
+/// each to `out`. Deleted and purged keys are skipped. Returns how many entries were read.
+pub(crate) async fn read_prefix(
+    client: &async_nats::Client,
+    store: &kv::Store,
+    key_filter: &str,
+    out: &mpsc::Sender<ReadEntry>,
+) -> Result<u64, String> {
+    let subject_prefix = format!("$KV.{}.", store.name);
+    let consumer = store
+        .stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{subject_prefix}{key_filter}"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating a consumer on {}: {e}", store.stream_name))?;
+    let pending = consumer.cached_info().num_pending;
+    if pending == 0 {
+        return Ok(0);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
+    let mut read = 0u64;
+    loop {
+        let next = tokio::time::timeout(READ_IDLE_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| {
+                format!(
+                    "reading {}: no entry for {READ_IDLE_TIMEOUT:?}",
+                    store.stream_name
+                )
+            })?;
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(format!("reading {}: {e}", store.stream_name)),
+            None => return Err(format!("reading {}: consumer ended", store.stream_name)),
+        };
+        let remaining = message.info().map(|i| i.pending).unwrap_or(0);
+        let deleted = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() != "PUT");
+        if !deleted && let Some(key) = message.subject.strip_prefix(subject_prefix.as_str()) {
+            let entry = ReadEntry {
+                key: key.to_owned(),
+                value: message.payload.clone(),
+            };
+            if out.send(entry).await.is_err() {
+                return Ok(read);
+            }
+            read += 1;
+        }
+        if remaining == 0 {
+            return Ok(read);
+        }
+    }
+}
+
+/// The buckets once they are open.
+#[derive(Clone, Debug)]
+pub(crate) struct Stores {
+    pub(crate) members: kv::Store,
+    pub(crate) health: kv::Store,
+}
+
+impl Stores {
+    pub(crate) fn get(&self, bucket: Bucket) -> &kv::Store {
+        match bucket {
+            Bucket::Members => &self.members,
+            Bucket::Health => &self.health,
+        }
+    }
+}
+
+/// A KV write to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteOp {
+    Put(Bytes),
+    Delete,
+}
+
+/// A write that failed, reported back to the driver (and from there to the core).
+#[derive(Debug)]
+pub(crate) struct WriteFailed {
+    pub(crate) bucket: Bucket,
+    pub(crate) key: String,
+}
+
+/// Coalesces writes per key (only the newest value of a key is written) and pipelines them.
+/// Memory is bounded by the number of distinct keys this node writes.
+pub(crate) async fn run_writer(
+    mut ops: mpsc::UnboundedReceiver<(Bucket, String, WriteOp)>,
+    mut stores: watch::Receiver<Option<Stores>>,
+    failed: mpsc::UnboundedSender<WriteFailed>,
+    metrics: Arc<Metrics>,
+) {
+    let mut pending: IndexMap<(Bucket, String), WriteOp> = IndexMap::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        let ready = stores.borrow().clone();
+        if let Some(stores) = &ready {
+            while in_flight.len() < MAX_WRITES_IN_FLIGHT {
+                let Some(((bucket, key), op)) = pending.shift_remove_index(0) else {
+                    break;
+                };
+                let store = stores.get(bucket).clone();
+                in_flight.push(async move {
+                    let ok = match &op {
+                        WriteOp::Put(value) => store
+                            .put(&key, value.clone())
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        WriteOp::Delete => store.delete(&key).await.map_err(|e| e.to_string()),
+                    };
+                    (bucket, key, store.name.clone(), ok)
+                });
+            }
+        }
+        if !open && pending.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        tokio::select! {
+            op = ops.recv(), if open => match op {
+                Some((bucket, key, op)) => {
+                    pending.insert((bucket, key), op);
+                }
+                None => open = false,
+            },
+            Some((bucket, key, name, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                Metrics::count_kv(&metrics.kv_put, &name, result.is_ok());
+                if let Err(e) = result {
+                    tracing::debug!(bucket = %name, key = %key, error = %e, "KV write failed; will retry");
+                    let _ = failed.send(WriteFailed { bucket, key });
+                }
+            }
+            changed = stores.changed(), if ready.is_none() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

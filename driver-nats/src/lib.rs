@@ -1,0 +1,74 @@
+//! # gslb-state-nats
+//!
+//! Binds [`gslb_state_core`] to NATS JetStream with async-nats: heartbeats and health changes on
+//! core subjects under `gslb.<cluster>.`, reports and membership records in per-cluster KV
+//! buckets, a snapshot at start-up, re-syncs of one member when a heartbeat shows a gap,
+//! anti-entropy, reconnects, TLS and mTLS, and Prometheus metrics with the operator guide's names.
+//!
+//! The driver owns a tokio runtime on its own thread (async-nats needs tokio), so the embedding
+//! program may use any runtime, or none: [`Handle`] talks to it through runtime-neutral channels.
+//!
+//! ```no_run
+//! use gslb_state_core::Config;
+//! use gslb_state_nats::{Event, Handle, NodeOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_yaml(&std::fs::read_to_string("/etc/gslb/config.yaml")?)?;
+//! let node = Handle::start(NodeOptions::new(config, "eu-1"))?;
+//!
+//! // Local health in, from the daemon's own probes.
+//! node.set_health("www.example.com", Some(true))?;
+//!
+//! // Decisions out: a cheap lookup for every DNS answer...
+//! if let Some(d) = node.decision("www.example.com") {
+//!     println!("{:?} because {} ({}/{} healthy)", d.healthy, d.source, d.healthy_reports, d.total_reports);
+//! }
+//! // ...and a stream of changes.
+//! let mut events = node.subscribe();
+//! while let Ok(event) = events.recv().await {
+//!     if let Event::Decision { endpoint, decision } = event {
+//!         println!("{endpoint} is now {:?}", decision.healthy);
+//!     }
+//! }
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod clock;
+pub mod config_sync;
+mod connect;
+mod driver;
+mod handle;
+mod kv;
+pub mod metrics;
+
+pub use connect::ConnectSetupError;
+pub use handle::{EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
+pub use metrics::Metrics;
+
+/// Opens the JetStream context `config` names (with its domain), for tools such as
+/// `gslb-state config push`.
+pub fn jetstream_context(
+    client: &async_nats::Client,
+    config: &gslb_state_core::Config,
+) -> async_nats::jetstream::Context {
+    driver::jetstream_context(client, config)
+}
+
+/// Connects a plain client with `config`'s servers, TLS and credentials (for tools).
+pub async fn connect(
+    config: &gslb_state_core::Config,
+    name: &str,
+) -> Result<async_nats::Client, String> {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = connect::options(&config.nats, name, tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    options
+        .connect(config.nats.servers.clone())
+        .await
+        .map_err(|e| e.to_string())
+}
