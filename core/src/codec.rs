@@ -99,6 +99,9 @@ pub struct ReportItem<'a> {
 /// The batch holds every change of the sender whose sequence lies in
 /// `first_seq..=last_seq` and was not superseded by a later one, so a receiver that has seen
 /// everything before `first_seq` has seen everything up to `last_seq` afterwards.
+/// A batch with `first_seq` 0 claims no range: it repeats some reports (a repair after a
+/// failed KV write) and says nothing about the others. Every item's sequence lies in
+/// `1..=last_seq` either way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportBatch<'a> {
     /// Cluster id of the sender.
@@ -109,7 +112,7 @@ pub struct ReportBatch<'a> {
     pub incarnation: u64,
     /// Sender's wall clock, ms since the Unix epoch.
     pub sent_unix_ms: u64,
-    /// First report sequence covered.
+    /// First report sequence covered (0 = no claim).
     pub first_seq: u64,
     /// Last report sequence covered.
     pub last_seq: u64,

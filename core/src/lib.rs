@@ -62,6 +62,8 @@
 
 pub mod codec;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod input;
 mod membership;
 pub mod names;

@@ -507,17 +507,7 @@ impl Node {
         pending.sort_unstable_by_key(|id| self.own.reports[id].report.seq());
         let mut start = 0;
         while start < pending.len() {
-            let mut end = start;
-            let mut bytes = 128;
-            while end < pending.len() && end - start < MAX_BATCH_ITEMS {
-                let len = self.view.name(pending[end]).len();
-                let size = codec::item_size_bound(len);
-                if bytes + size > MAX_PAYLOAD_BYTES / 2 {
-                    break;
-                }
-                bytes += size;
-                end += 1;
-            }
+            let end = self.batch_end(&pending, start);
             let chunk = &pending[start..end];
             let last_seq = self.own.reports[&chunk[chunk.len() - 1]].report.seq();
             let first_seq = self.own.published_seq + 1;
@@ -532,7 +522,24 @@ impl Node {
         }
     }
 
-    /// Publishes the reports of `ids`, claiming `first_seq..=last_seq` (0 = no claim).
+    /// The end of the batch that starts at `ids[start]`: at most [`MAX_BATCH_ITEMS`] reports
+    /// and half of [`MAX_PAYLOAD_BYTES`], and at least one report.
+    fn batch_end(&self, ids: &[EndpointId], start: usize) -> usize {
+        let mut end = start;
+        let mut bytes = 128;
+        while end < ids.len() && end - start < MAX_BATCH_ITEMS {
+            let size = codec::item_size_bound(self.view.name(ids[end]).len());
+            if bytes + size > MAX_PAYLOAD_BYTES / 2 {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        end
+    }
+
+    /// Publishes the reports of `ids`, claiming `first_seq..=last_seq` (`first_seq` 0 = no
+    /// claim, `last_seq` is then the highest sequence in the batch).
     fn publish_batch(&mut self, ids: &[EndpointId], first_seq: u64, last_seq: u64) {
         let items: Vec<ReportItem<'_>> = ids
             .iter()
@@ -650,8 +657,19 @@ impl Node {
         // publish could not have read them from the KV either.
         if self.connected && !self.own.failed_puts.is_empty() {
             let failed = std::mem::take(&mut self.own.failed_puts);
-            for chunk in failed.chunks(MAX_BATCH_ITEMS) {
-                self.publish_batch(chunk, 0, 0);
+            let mut start = 0;
+            while start < failed.len() {
+                let end = self.batch_end(&failed, start);
+                let chunk = &failed[start..end];
+                // A repair claims no range (first_seq 0); its items must still lie within
+                // last_seq, or receivers refuse the batch.
+                let last_seq = chunk
+                    .iter()
+                    .map(|id| self.own.reports[id].report.seq())
+                    .max()
+                    .unwrap_or(0);
+                self.publish_batch(chunk, 0, last_seq);
+                start = end;
             }
             for id in failed {
                 let r = self

@@ -1,0 +1,341 @@
+//! Fuzz entry points, behind the `fuzzing` feature.
+//!
+//! The targets in `fuzz/fuzz_targets/` are one-line wrappers over these functions, and
+//! `core/tests/fuzz_corpus.rs` replays the committed corpora through them, so the fuzzer and
+//! the test suite run exactly the same code and normal builds keep it compiling.
+//!
+//! Each function takes arbitrary bytes, returns normally on any input the core handles
+//! correctly, and panics on a bug: a panic inside the core, a broken round trip, an accepted
+//! configuration the engine refuses, or a decision of the engine that differs from the
+//! [reference model](crate::reference).
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+
+use crate::codec::{
+    self, DecodeError, Heartbeat, MAX_BATCH_ITEMS, MAX_REGION_BYTES, MAX_SEQ, MemberRecord,
+    Message, ReportBatch, ReportItem, ReportRecord, ReportState,
+};
+use crate::config::{Config, MAX_CONFIG_BYTES, MAX_CONFIG_ENDPOINTS, ProbeTarget};
+use crate::names::{
+    MAX_ENDPOINT_NAME_BYTES, MAX_ID_BYTES, Names, check_endpoint_name, check_id, decode_token,
+    encode_token,
+};
+use crate::{Input, Instant, Node, NodeConfig, Now, Output, WallTime};
+
+mod engine;
+
+pub use engine::{engine, engine_traced};
+
+/// The wall clock at the start of every fuzzed node, ms since the Unix epoch.
+const WALL_BASE_MS: u64 = 1_700_000_000_000;
+
+// ---- codec ----
+
+/// Wire decoding and the name layout.
+///
+/// * [`codec::decode`] never panics, and whatever it accepts re-encodes to bytes that decode to
+///   an equal message and are no longer than the input;
+/// * a message built from the bytes (via [`Unstructured`]) round-trips through
+///   [`codec::encode`] and [`codec::decode`] when it keeps the format's rules, and is refused
+///   as [`DecodeError::Invalid`] when it breaks one;
+/// * every name token, subject and KV key that parses prints back to the same text, so each
+///   node and endpoint has exactly one name on the wire.
+pub fn codec(data: &[u8]) {
+    if let Ok(msg) = codec::decode(data) {
+        let again = codec::encode(&msg);
+        assert_eq!(
+            codec::decode(&again).as_ref(),
+            Ok(&msg),
+            "re-encoded message decodes differently"
+        );
+        assert!(
+            again.len() <= data.len(),
+            "re-encoding grew the message from {} to {} bytes",
+            data.len(),
+            again.len()
+        );
+    }
+    if data.len() <= 64 * 1024
+        && let Ok(msg) = arbitrary_message(&mut Unstructured::new(data))
+    {
+        round_trip(&msg);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        names(text);
+    }
+}
+
+fn round_trip(msg: &Message<'_>) {
+    let bytes = codec::encode(msg);
+    match codec::decode(&bytes) {
+        Ok(back) => {
+            assert_eq!(&back, msg, "round trip changed the message");
+            assert!(
+                keeps_the_rules(msg),
+                "decoder accepted a message that breaks a rule: {msg:?}"
+            );
+        }
+        Err(DecodeError::Invalid(why)) => {
+            assert!(
+                !keeps_the_rules(msg),
+                "decoder refused a valid message ({why}): {msg:?}"
+            );
+        }
+        Err(e) => panic!("the encoder's own output does not decode ({e}): {msg:?}"),
+    }
+}
+
+/// The format's rules, restated plainly (see the docs of [`codec`]'s message types).
+fn keeps_the_rules(msg: &Message<'_>) -> bool {
+    let id_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
+    let ep_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ENDPOINT_NAME_BYTES;
+    let region_ok = |s: &str| s.len() <= MAX_REGION_BYTES;
+    id_ok(msg.cluster())
+        && id_ok(msg.node())
+        && match msg {
+            Message::Heartbeat(m) => {
+                region_ok(m.region) && m.seq <= MAX_SEQ && m.report_seq <= MAX_SEQ
+            }
+            Message::Reports(m) => {
+                m.items.len() <= MAX_BATCH_ITEMS
+                    && m.first_seq <= m.last_seq
+                    && m.last_seq <= MAX_SEQ
+                    && m.items
+                        .iter()
+                        .all(|i| ep_ok(i.endpoint) && i.seq >= 1 && i.seq <= m.last_seq)
+            }
+            Message::Member(m) => {
+                region_ok(m.region) && m.hb_seq <= MAX_SEQ && m.report_seq <= MAX_SEQ
+            }
+            Message::Report(m) => ep_ok(m.endpoint) && m.seq >= 1 && m.seq <= MAX_SEQ,
+        }
+}
+
+/// A small-ish integer most of the time, any `u64` sometimes.
+fn number(u: &mut Unstructured<'_>) -> arbitrary::Result<u64> {
+    Ok(match u.int_in_range(0u8..=7)? {
+        0 => u64::arbitrary(u)?,
+        1 => MAX_SEQ + u64::from(u.int_in_range(0u8..=2)?) - 1,
+        _ => u64::from(u.int_in_range(0u8..=16)?),
+    })
+}
+
+fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<'a>> {
+    let cluster = <&str>::arbitrary(u)?;
+    let node = <&str>::arbitrary(u)?;
+    Ok(match u.int_in_range(0u8..=3)? {
+        0 => Message::Heartbeat(Heartbeat {
+            cluster,
+            node,
+            region: <&str>::arbitrary(u)?,
+            incarnation: number(u)?,
+            seq: number(u)?,
+            sent_unix_ms: u64::arbitrary(u)?,
+            report_seq: number(u)?,
+        }),
+        1 => {
+            let (incarnation, sent_unix_ms) = (number(u)?, u64::arbitrary(u)?);
+            let (first_seq, last_seq) = (number(u)?, number(u)?);
+            let mut items = Vec::new();
+            while items.len() < 64 && u.arbitrary::<bool>()? {
+                items.push(ReportItem {
+                    endpoint: <&str>::arbitrary(u)?,
+                    seq: number(u)?,
+                    state: ReportState::arbitrary(u)?,
+                });
+            }
+            Message::Reports(ReportBatch {
+                cluster,
+                node,
+                incarnation,
+                sent_unix_ms,
+                first_seq,
+                last_seq,
+                items,
+            })
+        }
+        2 => Message::Member(MemberRecord {
+            cluster,
+            node,
+            region: <&str>::arbitrary(u)?,
+            incarnation: number(u)?,
+            hb_seq: number(u)?,
+            sent_unix_ms: u64::arbitrary(u)?,
+            report_seq: number(u)?,
+        }),
+        _ => Message::Report(ReportRecord {
+            cluster,
+            node,
+            endpoint: <&str>::arbitrary(u)?,
+            incarnation: number(u)?,
+            seq: number(u)?,
+            sent_unix_ms: u64::arbitrary(u)?,
+            state: ReportState::arbitrary(u)?,
+        }),
+    })
+}
+
+fn names(text: &str) {
+    if let Ok(name) = decode_token(text) {
+        assert_eq!(encode_token(&name), text, "token is not canonical");
+    }
+    let names = Names::new("c");
+    if let Ok((kind, node)) = names.parse_subject(text) {
+        assert_eq!(names.subject(kind, &node), text, "subject is not canonical");
+    }
+    if let Ok((node, endpoint)) = names.parse_report_key(text) {
+        assert_eq!(
+            names.report_key(&node, &endpoint),
+            text,
+            "report key is not canonical"
+        );
+    }
+    if let Ok(node) = names.parse_member_key(text) {
+        assert_eq!(names.member_key(&node), text, "member key is not canonical");
+    }
+}
+
+// ---- config ----
+
+/// The header of a config fuzz input that asks for repetition; see [`expand_config_input`].
+pub const REPEAT_HEADER: &[u8] = b"#!repeat ";
+
+/// Most bytes an expanded config input may have: a little over [`MAX_CONFIG_BYTES`], so the
+/// size bound itself is exercised.
+pub const MAX_EXPANDED_CONFIG_BYTES: usize = MAX_CONFIG_BYTES + 4096;
+
+/// Turns a config fuzz input into the YAML to parse.
+///
+/// Plain inputs are used as they are. An input `#!repeat N\nHEAD%%UNIT%%TAIL` stands for
+/// `HEAD`, then `UNIT` `N` times, then `TAIL`, cut at [`MAX_EXPANDED_CONFIG_BYTES`]: that is how
+/// a committed seed of a few bytes describes a huge scalar, a deep nesting or a file over the
+/// size bound.
+pub fn expand_config_input(data: &[u8]) -> Cow<'_, [u8]> {
+    let Some(rest) = data.strip_prefix(REPEAT_HEADER) else {
+        return Cow::Borrowed(data);
+    };
+    let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+        return Cow::Borrowed(data);
+    };
+    let Some(count) = std::str::from_utf8(&rest[..newline])
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+    else {
+        return Cow::Borrowed(data);
+    };
+    let body = &rest[newline + 1..];
+    let Some((head, rest)) = split_at_marker(body) else {
+        return Cow::Borrowed(data);
+    };
+    let Some((unit, tail)) = split_at_marker(rest) else {
+        return Cow::Borrowed(data);
+    };
+    let mut out = Vec::with_capacity(
+        MAX_EXPANDED_CONFIG_BYTES.min(head.len() + tail.len() + unit.len().saturating_mul(count)),
+    );
+    out.extend_from_slice(head);
+    for _ in 0..count {
+        if out.len() + unit.len() > MAX_EXPANDED_CONFIG_BYTES || unit.is_empty() {
+            break;
+        }
+        out.extend_from_slice(unit);
+    }
+    let room = MAX_EXPANDED_CONFIG_BYTES - out.len().min(MAX_EXPANDED_CONFIG_BYTES);
+    out.extend_from_slice(&tail[..tail.len().min(room)]);
+    Cow::Owned(out)
+}
+
+/// Splits `bytes` at the first `%%`.
+fn split_at_marker(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = bytes.windows(2).position(|w| w == b"%%")?;
+    Some((&bytes[..at], &bytes[at + 2..]))
+}
+
+/// The configuration parser.
+///
+/// Never panics; hostile YAML is refused by the parser's budgets (time and memory are bounded
+/// by libFuzzer's `-timeout` and `-rss_limit_mb` in `scripts/fuzz`). A configuration it accepts
+/// keeps every documented rule, and a node built from it starts and accepts it as a config
+/// event. Returns whether the configuration was accepted.
+pub fn config(data: &[u8]) -> bool {
+    let yaml = expand_config_input(data);
+    let Ok(config) = Config::from_yaml_bytes(&yaml) else {
+        return false;
+    };
+    assert!(
+        yaml.len() <= MAX_CONFIG_BYTES,
+        "accepted a file over the size bound"
+    );
+    check_id(&config.cluster_id).expect("accepted an invalid cluster id");
+    if let Some(id) = &config.node_id {
+        check_id(id).expect("accepted an invalid node id");
+    }
+    assert!(
+        config.region.len() <= MAX_REGION_BYTES,
+        "accepted a long region"
+    );
+    config
+        .state
+        .validate()
+        .expect("accepted invalid state settings");
+    assert!(
+        !config.nats.servers.is_empty(),
+        "accepted an empty server list"
+    );
+    assert!(
+        config.endpoints.len() <= MAX_CONFIG_ENDPOINTS,
+        "accepted too many endpoints"
+    );
+    let mut seen = BTreeSet::new();
+    for e in &config.endpoints {
+        check_endpoint_name(&e.name).expect("accepted an invalid endpoint name");
+        assert!(
+            seen.insert(&e.name),
+            "accepted a duplicate endpoint {:?}",
+            e.name
+        );
+        if let Some(p) = &e.probe {
+            assert!(
+                p.timeout <= p.interval && !p.timeout.is_zero(),
+                "bad probe timing"
+            );
+            assert!((1..=100).contains(&p.rise) && (1..=100).contains(&p.fall));
+            if let ProbeTarget::Http { expect_status, .. } = p.target {
+                assert!((100..=599).contains(&expect_status));
+            }
+        }
+    }
+    if let Some(sync) = &config.config_sync {
+        let stream = sync.stream_name();
+        assert!(
+            !stream.contains(['.', '*', '>', '/', '\\']) && !stream.contains(char::is_whitespace),
+            "stream name {stream:?} is not valid for NATS"
+        );
+    }
+    // What the parser accepts, the engine must accept too.
+    let node_config = NodeConfig::from_config(&config, "fuzz-node", 1);
+    let now = Now::new(Instant::ZERO, WallTime::from_unix_ms(WALL_BASE_MS));
+    let mut node = Node::new(node_config, now).expect("a parsed config must start a node");
+    node.handle(
+        now,
+        Input::ConfigEntry {
+            version: 1,
+            yaml: Bytes::copy_from_slice(&yaml),
+        },
+    );
+    match node.poll_output() {
+        Some(Output::ApplyConfig {
+            version: 1,
+            config: applied,
+        }) => {
+            assert_eq!(*applied, config, "the engine parsed the config differently");
+        }
+        other => panic!("a parsed config was not applied as a config event: {other:?}"),
+    }
+    assert_eq!(node.state_settings().policy, config.state.policy);
+    true
+}
