@@ -1,6 +1,8 @@
 //! Connection options from `nats.*`: servers, TLS and mTLS, credentials, ping tuning.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::{ConnectOptions, Event};
 use gslb_state_core::config::NatsSettings;
@@ -25,6 +27,63 @@ pub(crate) fn install_crypto_provider() {
     let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A failure that repeats unchanged is logged again after this long.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why connection attempts failed, per server, in full.
+///
+/// async-nats's [`Event::ClientError`] carries only the error kind (`IO error`), which cannot
+/// tell a refused certificate from a closed port. Its server pool keeps the full text of each
+/// server's last failure and hands it to the reconnect callback, which records it here.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectErrors {
+    /// Per server URL: the last error and when it was last logged.
+    by_server: Mutex<HashMap<String, (String, Instant)>>,
+    /// The most recent failure, `<url>: <error>`; cleared once connected.
+    last: Mutex<Option<String>>,
+}
+
+impl ConnectErrors {
+    /// Records the failures in `pool`, logging each new (or long-repeated) one.
+    fn record(&self, pool: &[async_nats::Server]) {
+        let mut by_server = self.by_server.lock().unwrap_or_else(|e| e.into_inner());
+        for server in pool {
+            let Some(error) = &server.last_error else {
+                continue;
+            };
+            if server.failed_attempts == 0 {
+                continue;
+            }
+            let url = server.addr.as_url_str().to_owned();
+            let now = Instant::now();
+            let log = match by_server.get(&url) {
+                Some((seen, at)) => seen != error || now.duration_since(*at) >= REPEAT_LOG_INTERVAL,
+                None => true,
+            };
+            if log {
+                tracing::warn!(server = %url, error = %error, attempts = server.failed_attempts, "NATS connect error");
+                by_server.insert(url.clone(), (error.clone(), now));
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("{url}: {error}"));
+            }
+        }
+    }
+
+    /// Forgets past failures (the client is connected).
+    pub(crate) fn clear(&self) {
+        self.by_server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The most recent failure since the last successful connection.
+    pub(crate) fn last(&self) -> Option<String> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The options for `settings`, reporting connection events on `events`.
 ///
 /// Connecting never blocks start-up: the client connects in the background and keeps retrying.
@@ -32,6 +91,16 @@ pub(crate) async fn options(
     settings: &NatsSettings,
     client_name: &str,
     events: mpsc::UnboundedSender<Event>,
+) -> Result<ConnectOptions, ConnectSetupError> {
+    options_recording(settings, client_name, events, Arc::default()).await
+}
+
+/// [`options`], recording each server's connection failures in `errors`.
+pub(crate) async fn options_recording(
+    settings: &NatsSettings,
+    client_name: &str,
+    events: mpsc::UnboundedSender<Event>,
+    errors: Arc<ConnectErrors>,
 ) -> Result<ConnectOptions, ConnectSetupError> {
     install_crypto_provider();
     let mut opts = ConnectOptions::new();
@@ -114,6 +183,11 @@ pub(crate) async fn options(
                 n => (100u64 << (n - 3).min(5)).min(2_000),
             };
             Duration::from_millis(ms)
+        })
+        .reconnect_to_server_callback(move |pool, _info| {
+            // Only observes: `None` keeps async-nats's own server selection.
+            errors.record(&pool);
+            std::future::ready(None)
         })
         .event_callback(move |event| {
             let events = events.clone();

@@ -60,6 +60,25 @@ struct Driver {
     snapshot_done: bool,
     /// Config version loaded at start-up (events after it are logged as config events).
     snapshot_config_version: Option<u64>,
+    /// Modification times of the TLS files, to notice certificate rotation.
+    tls_stamp: Vec<Option<std::time::SystemTime>>,
+}
+
+/// How often the TLS files are checked for rotation.
+const TLS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Modification times of `nats.tls.*` files.
+fn tls_stamp(config: &Config) -> Vec<Option<std::time::SystemTime>> {
+    let Some(tls) = &config.nats.tls else {
+        return Vec::new();
+    };
+    [&tls.ca_file, &tls.cert_file, &tls.key_file]
+        .into_iter()
+        .map(|p| {
+            p.as_ref()
+                .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        })
+        .collect()
 }
 
 /// Runs the driver until a shutdown command (or the handle is dropped).
@@ -80,7 +99,14 @@ pub(crate) async fn run(
     };
     let (nats_events_tx, mut nats_events) = mpsc::unbounded_channel();
     let client_name = format!("gslb-state {}", node.node_id());
-    let options = match crate::connect::options(&config.nats, &client_name, nats_events_tx).await {
+    let options = match crate::connect::options_recording(
+        &config.nats,
+        &client_name,
+        nats_events_tx,
+        shared.connect_errors.clone(),
+    )
+    .await
+    {
         Ok(o) => o,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -126,18 +152,22 @@ pub(crate) async fn run(
         client,
         shared,
         metrics,
-        config,
         writes,
         stores: stores_rx,
         internal_tx,
         setup_started: false,
         snapshot_done: false,
         snapshot_config_version: None,
+        tls_stamp: Vec::new(),
+        config,
     };
+    d.tls_stamp = tls_stamp(&d.config);
     let _ = ready.send(Ok(()));
     let _ = stores_tx; // kept alive below through `setup`
     let stores_tx = Arc::new(stores_tx);
 
+    let mut tls_check = tokio::time::interval(TLS_CHECK_INTERVAL);
+    tls_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state_check = tokio::time::interval(STATE_CHECK_INTERVAL);
     state_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown_done = loop {
@@ -177,6 +207,7 @@ pub(crate) async fn run(
                 d.node.handle_timeout(now);
             }
             _ = state_check.tick() => d.check_state(&stores_tx),
+            _ = tls_check.tick() => d.check_tls_files(),
         }
     };
     // Drain: hand out what is pending, let the writer finish, flush the connection.
@@ -233,7 +264,32 @@ impl Driver {
                     tracing::error!(cluster = %self.cluster_id, version, error = %e, "config apply failed");
                 }
             },
+            Command::Reconnect => self.reconnect("requested"),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Reconnects (new TLS handshake with the files as they are now), without losing state.
+    fn reconnect(&self, why: &'static str) {
+        tracing::info!(
+            node = self.node.node_id(),
+            why,
+            "reconnecting to NATS to pick up new certificates"
+        );
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.force_reconnect().await {
+                tracing::warn!(error = %e, "forced reconnect failed; the client keeps retrying");
+            }
+        });
+    }
+
+    /// Reconnects when a TLS file changed since the last look.
+    fn check_tls_files(&mut self) {
+        let stamp = tls_stamp(&self.config);
+        if stamp != self.tls_stamp {
+            self.tls_stamp = stamp;
+            self.reconnect("TLS files changed");
         }
     }
 
@@ -261,6 +317,7 @@ impl Driver {
         let now = self.now();
         if connected {
             tracing::info!(node = self.node.node_id(), "connected to NATS");
+            self.shared.connect_errors.clear();
             self.node
                 .handle(now, Input::Connectivity(Connectivity::Connected));
             let _ = self.shared.events.send(Event::Connected);
@@ -286,7 +343,9 @@ impl Driver {
             NatsEvent::Connected => self.set_connected(true, stores_tx),
             NatsEvent::Disconnected => self.set_connected(false, stores_tx),
             NatsEvent::ClientError(e) => {
-                tracing::warn!(node = self.node.node_id(), error = %e, "NATS connect error");
+                // Only the error kind; the full reason per server is logged as "NATS connect
+                // error" by `connect::ConnectErrors`.
+                tracing::debug!(node = self.node.node_id(), error = %e, "NATS client error");
             }
             NatsEvent::ServerError(e) => {
                 tracing::error!(node = self.node.node_id(), error = %e, "NATS server error");

@@ -125,6 +125,7 @@ pub(crate) enum Command {
         version: u64,
         result: Result<(), String>,
     },
+    Reconnect,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -134,11 +135,13 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) decisions: RwLock<HashMap<String, Decision>>,
     pub(crate) connected: std::sync::atomic::AtomicBool,
+    pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
 ///
-/// Dropping the handle shuts the driver down (see [`Handle::shutdown`] to wait for the drain).
+/// Dropping the handle shuts the driver down and waits for its thread (see [`Handle::shutdown`]
+/// to wait for the drain without dropping).
 pub struct Handle {
     node_id: String,
     commands: mpsc::UnboundedSender<Command>,
@@ -162,6 +165,7 @@ impl Handle {
             events,
             decisions: RwLock::new(HashMap::new()),
             connected: std::sync::atomic::AtomicBool::new(false),
+            connect_errors: Arc::default(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -269,6 +273,12 @@ impl Handle {
             .map_err(|_| Stopped)
     }
 
+    /// Reconnects to NATS now, re-reading the TLS certificate and key files (certificate
+    /// rotation). The driver also does this by itself when the files change.
+    pub fn reload_tls(&self) {
+        let _ = self.commands.send(Command::Reconnect);
+    }
+
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
@@ -286,16 +296,20 @@ impl Handle {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Why the latest attempt to connect failed, in full (for example
+    /// `nats://10.0.0.1:4222: IO error: received fatal alert: CertificateRequired`), since the
+    /// last successful connection; `None` while connected or before the first failure. Each
+    /// failure is also logged (`NATS connect error`).
+    pub fn last_connect_error(&self) -> Option<String> {
+        self.shared.connect_errors.last()
+    }
+
     /// Stops the driver: pending publishes and KV writes are flushed (bounded by a few seconds),
-    /// then the connection closes.
-    pub async fn shutdown(mut self) {
+    /// then the connection closes. Later calls on the handle return [`Stopped`].
+    pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown(tx)).is_ok() {
             let _ = rx.await;
-        }
-        if let Some(thread) = self.thread.take() {
-            // The driver has finished its work; the thread ends as its runtime drops.
-            let _ = thread.join();
         }
     }
 }

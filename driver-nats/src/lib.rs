@@ -40,10 +40,13 @@
 mod clock;
 pub mod config_sync;
 mod connect;
+pub mod daemon;
 mod driver;
 mod handle;
+pub mod http;
 mod kv;
 pub mod metrics;
+pub mod probe;
 
 pub use connect::ConnectSetupError;
 pub use handle::{EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
