@@ -1,0 +1,274 @@
+//! What a simulation runs: nodes, network, timed events and expectations. Built by
+//! [`crate::yaml`] from a scenario file, or by [`crate::schedule`] from a seed.
+//!
+//! Times are nanoseconds of simulated time since the start (`*_ns`).
+
+use std::time::Duration;
+
+use gslb_state_core::{Source, StateSettings};
+
+/// Nanoseconds in a millisecond.
+pub const NS_PER_MS: u64 = 1_000_000;
+
+/// Delay, loss and duplication on the path between two nodes (through the broker).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkParams {
+    /// Base one-way delay, publisher to subscriber.
+    pub latency_ns: u64,
+    /// Each delivery is delayed by `latency ± jitter` (uniform, never below zero).
+    pub jitter_ns: u64,
+    /// Probability that a delivery is lost.
+    pub loss: f64,
+    /// Probability that a delivery arrives twice (the copy with its own delay).
+    pub duplicate: f64,
+    /// Probability that a delivery is held back by up to one more `latency + jitter`, so
+    /// later messages overtake it.
+    pub reorder: f64,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        LinkParams {
+            latency_ns: 10 * NS_PER_MS,
+            jitter_ns: 0,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+        }
+    }
+}
+
+impl LinkParams {
+    /// The longest delay a delivery on this link can take.
+    pub fn max_delay_ns(&self) -> u64 {
+        let one = self.latency_ns + self.jitter_ns;
+        if self.reorder > 0.0 { 2 * one } else { one }
+    }
+}
+
+/// The network: default link parameters and per-pair overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkSpec {
+    /// Every pair without an override.
+    pub default: LinkParams,
+    /// Overrides for unordered node pairs (indices into [`Scenario::nodes`]).
+    pub links: Vec<((usize, usize), LinkParams)>,
+}
+
+impl NetworkSpec {
+    /// The parameters of the path between `a` and `b`.
+    pub fn link(&self, a: usize, b: usize) -> LinkParams {
+        let pair = (a.min(b), a.max(b));
+        self.links
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == pair)
+            .map_or(self.default, |(_, l)| *l)
+    }
+
+    /// The longest delay of any link.
+    pub fn max_delay_ns(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|(_, l)| l.max_delay_ns())
+            .fold(self.default.max_delay_ns(), u64::max)
+    }
+}
+
+/// One simulated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Node id.
+    pub id: String,
+    /// Region (shown in membership; may be empty).
+    pub region: String,
+    /// Wall clock minus true time at the start, in ms.
+    pub clock_offset_ms: i64,
+    /// Wall-clock drift, in parts per billion (1e6 = 0.001 = 1 ms per second).
+    pub drift_ppb: i64,
+}
+
+/// Something that happens at a point in simulated time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A node's own probe sees `endpoint` up (`Some(true)`), down, or withdraws (`None`).
+    Observe {
+        /// The node.
+        node: usize,
+        /// The endpoint.
+        endpoint: String,
+        /// The observation.
+        healthy: Option<bool>,
+    },
+    /// Messages cross between groups no more (each group still reaches the broker). Nodes in
+    /// no group form one more group together. The KV store stays reachable only from the
+    /// group holding the most nodes (on a tie, the first listed).
+    Partition {
+        /// Disjoint groups of node indices.
+        groups: Vec<Vec<usize>>,
+    },
+    /// Ends every partition.
+    Heal,
+    /// The node stops: its memory is lost, its messages in flight are still delivered.
+    Crash(usize),
+    /// The node starts again with a new incarnation and reads the KV snapshot.
+    Restart(usize),
+    /// The broker (and with it the KV store) goes down (`false`) or comes back (`true`).
+    Broker(bool),
+    /// The node loses its connection to the broker (messages and KV), nothing else.
+    Isolate(usize),
+    /// The node reconnects to the broker.
+    Rejoin(usize),
+    /// The node's wall clock is set to `offset` from true time and drifts from now on.
+    Clock {
+        /// The node.
+        node: usize,
+        /// New offset in ms; `None` keeps the current one (drift included).
+        offset_ms: Option<i64>,
+        /// New drift in parts per billion.
+        drift_ppb: i64,
+    },
+    /// New network parameters from now on.
+    Network(NetworkSpec),
+}
+
+impl EventKind {
+    /// Whether this is a fault (or the end of one), as opposed to an observation.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, EventKind::Observe { .. })
+    }
+}
+
+/// An event with its time and, when it came from a file, its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When.
+    pub at_ns: u64,
+    /// Line in the scenario file.
+    pub line: Option<u64>,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// What an expectation checks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExpectChecks {
+    /// The endpoint whose decision is checked.
+    pub endpoint: Option<String>,
+    /// Expected verdict (`Some(None)` = unknown); `None` = not checked.
+    pub healthy: Option<Option<bool>>,
+    /// Expected source.
+    pub source: Option<Source>,
+    /// Expected count of healthy reports.
+    pub healthy_reports: Option<u32>,
+    /// Expected count of reports.
+    pub total_reports: Option<u32>,
+    /// Expected active members (sorted ids, the node itself included).
+    pub active_members: Option<Vec<String>>,
+}
+
+/// A statement about one node at one instant, checked after every event at or before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// When.
+    pub at_ns: u64,
+    /// Line in the scenario file.
+    pub line: Option<u64>,
+    /// Which node.
+    pub node: usize,
+    /// What must hold.
+    pub checks: ExpectChecks,
+}
+
+/// A whole simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Seeds every random draw.
+    pub seed: u64,
+    /// How long to simulate.
+    pub duration_ns: u64,
+    /// `state.*` of every node.
+    pub state: StateSettings,
+    /// The network at the start.
+    pub network: NetworkSpec,
+    /// The nodes; all start at time 0.
+    pub nodes: Vec<NodeSpec>,
+    /// Events, sorted by time (stable: file order within one instant).
+    pub events: Vec<Event>,
+    /// Expectations, sorted by time.
+    pub expects: Vec<Expect>,
+}
+
+impl Scenario {
+    /// A scenario with `nodes` and nothing happening, for building one in code.
+    pub fn new(seed: u64, duration: Duration, state: StateSettings, nodes: &[&str]) -> Self {
+        Scenario {
+            seed,
+            duration_ns: duration.as_nanos() as u64,
+            state,
+            network: NetworkSpec::default(),
+            nodes: nodes
+                .iter()
+                .map(|id| NodeSpec {
+                    id: (*id).to_owned(),
+                    region: String::new(),
+                    clock_offset_ms: 0,
+                    drift_ppb: 0,
+                })
+                .collect(),
+            events: Vec::new(),
+            expects: Vec::new(),
+        }
+    }
+
+    /// Adds an event (keeps the list sorted by time).
+    pub fn at(&mut self, at: Duration, kind: EventKind) -> &mut Self {
+        let at_ns = at.as_nanos() as u64;
+        let pos = self.events.partition_point(|e| e.at_ns <= at_ns);
+        self.events.insert(
+            pos,
+            Event {
+                at_ns,
+                line: None,
+                kind,
+            },
+        );
+        self
+    }
+
+    /// The index of node `id`.
+    pub fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// The longest delay any delivery can take under any network in the scenario, plus the
+    /// KV round trip the simulation adds to reads.
+    pub fn max_delay_ns(&self) -> u64 {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Network(n) => Some(n.max_delay_ns()),
+                _ => None,
+            })
+            .fold(self.network.max_delay_ns(), u64::max)
+    }
+
+    /// Every endpoint named by an observation, in first-seen order.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in &self.events {
+            if let EventKind::Observe { endpoint, .. } = &e.kind
+                && !out.contains(endpoint)
+            {
+                out.push(endpoint.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Formats simulated time as seconds with milliseconds: `12.345s`.
+pub fn fmt_time(ns: u64) -> String {
+    let ms = ns / NS_PER_MS;
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}

@@ -1,0 +1,286 @@
+//! Random fault schedules for `gslb-sim check`: a scenario per seed with a random policy,
+//! network, observations and faults, followed by a quiet tail in which the invariants about
+//! agreement can be checked.
+
+use std::time::Duration;
+
+use gslb_state_core::{Config, Policy};
+
+use crate::rng::Rng;
+use crate::scenario::{Event, EventKind, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario};
+
+const SEC: u64 = 1_000 * NS_PER_MS;
+
+/// A generated scenario and the instants that matter to the invariants.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The scenario, with every clock exact.
+    pub scenario: Scenario,
+    /// From here on: no fault, no observation change, every partition healed, broker up,
+    /// every node connected, no loss.
+    pub quiet_ns: u64,
+    /// When the cluster must have settled: `quiet + TTL + 2 × interval + 2 × largest delay`.
+    pub settle_ns: u64,
+}
+
+/// The scenario of `seed` with `nodes` nodes and `endpoints` endpoints.
+pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
+    let mut rng = Rng::new(seed);
+    let mut state = Config::with_defaults("sim").state;
+    state.policy = *rng.pick(&Policy::ALL).expect("four policies");
+    state.quorum_min_percent = *rng
+        .pick(&[1u8, 33, 34, 50, 51, 66, 67, 100])
+        .expect("non-empty");
+    let interval_ms = *rng.pick(&[250u64, 500, 1000, 2000]).expect("non-empty");
+    state.heartbeat_interval = Duration::from_millis(interval_ms);
+    state.heartbeat_ttl =
+        Duration::from_millis(interval_ms * rng.range(2, 4) + rng.below(interval_ms));
+
+    let latency_ns = rng.range(1, 50) * NS_PER_MS;
+    let base = LinkParams {
+        latency_ns,
+        jitter_ns: rng.below(latency_ns / NS_PER_MS + 1) * NS_PER_MS,
+        loss: *rng.pick(&[0.0, 0.0, 0.01, 0.05, 0.2]).expect("non-empty"),
+        duplicate: *rng.pick(&[0.0, 0.0, 0.01, 0.1]).expect("non-empty"),
+        reorder: *rng.pick(&[0.0, 0.0, 0.05, 0.2]).expect("non-empty"),
+    };
+    let mut network = NetworkSpec {
+        default: base,
+        links: Vec::new(),
+    };
+    if nodes >= 2 && rng.chance(0.5) {
+        // One slow, lossy long-haul link.
+        let a = rng.below(nodes as u64) as usize;
+        let b = (a + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
+        let slow = LinkParams {
+            latency_ns: latency_ns * 3,
+            loss: (base.loss * 2.0).min(0.3),
+            ..base
+        };
+        network.links.push(((a.min(b), a.max(b)), slow));
+    }
+
+    let node_specs: Vec<NodeSpec> = (0..nodes)
+        .map(|i| NodeSpec {
+            id: format!("n{i}"),
+            region: format!("r{}", i % 3),
+            clock_offset_ms: 0,
+            drift_ppb: 0,
+        })
+        .collect();
+    let endpoint_names: Vec<String> = (0..endpoints).map(|e| format!("ep{e}")).collect();
+
+    let fault_phase_ns = rng.range(20, 60) * SEC;
+    let mut events: Vec<(u64, EventKind)> = Vec::new();
+    // Initial observations, then changes during the fault phase.
+    for node in 0..nodes {
+        for e in &endpoint_names {
+            if rng.chance(0.7) {
+                events.push((
+                    0,
+                    EventKind::Observe {
+                        node,
+                        endpoint: e.clone(),
+                        healthy: Some(rng.chance(0.7)),
+                    },
+                ));
+            }
+        }
+    }
+    for _ in 0..rng.range(0, (nodes * endpoints) as u64) {
+        let healthy = match rng.below(5) {
+            0 => None,
+            1 | 2 => Some(false),
+            _ => Some(true),
+        };
+        events.push((
+            rng.range(1, fault_phase_ns / NS_PER_MS - 1) * NS_PER_MS,
+            EventKind::Observe {
+                node: rng.below(nodes as u64) as usize,
+                endpoint: rng.pick(&endpoint_names).expect("endpoints >= 1").clone(),
+                healthy,
+            },
+        ));
+    }
+
+    // Faults, each with its end.
+    let mut crashed: Vec<Vec<(u64, u64)>> = vec![Vec::new(); nodes];
+    for _ in 0..rng.range(1, 8) {
+        let start = rng.range(500, fault_phase_ns / NS_PER_MS - 500) * NS_PER_MS;
+        let end = (start + rng.range(200, 15_000) * NS_PER_MS).min(fault_phase_ns);
+        let node = rng.below(nodes as u64) as usize;
+        match rng.below(6) {
+            0 => {
+                let groups = random_split(&mut rng, nodes);
+                events.push((start, EventKind::Partition { groups }));
+                events.push((end, EventKind::Heal));
+            }
+            1 | 2 => {
+                let overlaps = crashed[node]
+                    .iter()
+                    .any(|&(s, e)| start <= e + SEC && s <= end + SEC);
+                if overlaps {
+                    continue;
+                }
+                events.push((start, EventKind::Crash(node)));
+                // Some nodes stay down for good.
+                if rng.chance(0.85) {
+                    events.push((end, EventKind::Restart(node)));
+                    crashed[node].push((start, end));
+                } else {
+                    crashed[node].push((start, u64::MAX / 4));
+                }
+            }
+            3 => {
+                events.push((start, EventKind::Broker(false)));
+                events.push((end, EventKind::Broker(true)));
+            }
+            4 => {
+                events.push((start, EventKind::Isolate(node)));
+                events.push((end, EventKind::Rejoin(node)));
+            }
+            _ => {
+                let burst = LinkParams {
+                    loss: rng.unit() * 0.5,
+                    jitter_ns: base.jitter_ns * 2,
+                    ..base
+                };
+                let mut spec = network.clone();
+                spec.default = burst;
+                events.push((start, EventKind::Network(spec)));
+                events.push((end, EventKind::Network(network.clone())));
+            }
+        }
+    }
+
+    // The quiet tail: everything healed, no loss.
+    let quiet_ns = fault_phase_ns;
+    let mut calm = network.clone();
+    calm.default.loss = 0.0;
+    for (_, l) in calm.links.iter_mut() {
+        l.loss = 0.0;
+    }
+    events.push((quiet_ns, EventKind::Heal));
+    events.push((quiet_ns, EventKind::Broker(true)));
+    for n in 0..nodes {
+        events.push((quiet_ns, EventKind::Rejoin(n)));
+    }
+    events.push((quiet_ns, EventKind::Network(calm.clone())));
+
+    events.sort_by_key(|(t, _)| *t);
+    let mut scenario = Scenario {
+        seed,
+        duration_ns: 0,
+        state,
+        network,
+        nodes: node_specs,
+        events: events
+            .into_iter()
+            .map(|(at_ns, kind)| Event {
+                at_ns,
+                line: None,
+                kind,
+            })
+            .collect(),
+        expects: Vec::new(),
+    };
+    let ttl = scenario.state.heartbeat_ttl.as_nanos() as u64;
+    let interval = scenario.state.heartbeat_interval.as_nanos() as u64;
+    let settle_ns = quiet_ns + ttl + 2 * interval + 2 * scenario.max_delay_ns();
+    scenario.duration_ns = settle_ns + ttl + interval;
+    Generated {
+        scenario,
+        quiet_ns,
+        settle_ns,
+    }
+}
+
+/// Splits `nodes` into two or three non-empty groups.
+fn random_split(rng: &mut Rng, nodes: usize) -> Vec<Vec<usize>> {
+    let k = if nodes >= 3 && rng.chance(0.3) { 3 } else { 2 };
+    let mut groups = vec![Vec::new(); k];
+    for n in 0..nodes {
+        // The first k nodes seed the groups so none is empty.
+        let g = if n < k {
+            n
+        } else {
+            rng.below(k as u64) as usize
+        };
+        groups[g].push(n);
+    }
+    groups
+}
+
+/// `scenario` with every node's clock at a random constant offset strictly within
+/// `±(TTL - largest delay)`, drawn from a stream of its own.
+pub fn with_offsets(scenario: &Scenario) -> Scenario {
+    let mut s = scenario.clone();
+    let mut rng = Rng::new(s.seed ^ 0x0FF5_E7C1_0C4E);
+    let ttl_ms = s.state.heartbeat_ttl.as_millis() as u64;
+    let margin_ms = s.max_delay_ns() / NS_PER_MS + 1;
+    let bound_ms = ttl_ms.saturating_sub(margin_ms).max(1);
+    for n in &mut s.nodes {
+        n.clock_offset_ms = rng.range(0, 2 * bound_ms - 2) as i64 - (bound_ms as i64 - 1);
+    }
+    s
+}
+
+/// `scenario` with wild clocks: offsets up to ±10 TTL that jump during the run, and drift up
+/// to ±1%. Nothing is promised about decisions here; the run must not panic and must stay
+/// within its memory bounds.
+pub fn with_wild_clocks(scenario: &Scenario) -> Scenario {
+    let mut s = scenario.clone();
+    let mut rng = Rng::new(s.seed ^ 0x3117_D0C1_0C45);
+    let ttl_ms = s.state.heartbeat_ttl.as_millis() as i64;
+    for n in &mut s.nodes {
+        n.clock_offset_ms = rng.range(0, 20 * ttl_ms as u64) as i64 - 10 * ttl_ms;
+        n.drift_ppb = rng.range(0, 20_000_000) as i64 - 10_000_000;
+    }
+    let nodes = s.nodes.len();
+    for _ in 0..rng.range(1, 4) {
+        let at = Duration::from_nanos(rng.below(s.duration_ns));
+        let kind = EventKind::Clock {
+            node: rng.below(nodes as u64) as usize,
+            offset_ms: Some(rng.range(0, 20 * ttl_ms as u64) as i64 - 10 * ttl_ms),
+            drift_ppb: rng.range(0, 20_000_000) as i64 - 10_000_000,
+        };
+        s.at(at, kind);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_valid_and_repeatable() {
+        for seed in 0..200 {
+            let g = generate(seed, 5, 3);
+            assert_eq!(g.scenario, generate(seed, 5, 3).scenario);
+            let s = &g.scenario;
+            assert!(s.events.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+            assert!(g.quiet_ns < g.settle_ns && g.settle_ns < s.duration_ns);
+            s.state.validate().unwrap();
+            // Crash only running nodes, restart only crashed ones.
+            let mut up = [true; 5];
+            for e in &s.events {
+                match e.kind {
+                    EventKind::Crash(n) => {
+                        assert!(up[n], "seed {seed}");
+                        up[n] = false;
+                    }
+                    EventKind::Restart(n) => {
+                        assert!(!up[n], "seed {seed}");
+                        up[n] = true;
+                    }
+                    _ => {}
+                }
+            }
+            let o = with_offsets(s);
+            let ttl_ms = s.state.heartbeat_ttl.as_millis() as i64;
+            assert!(o.nodes.iter().all(|n| n.clock_offset_ms.abs() < ttl_ms));
+        }
+        assert_ne!(generate(1, 5, 3).scenario, generate(2, 5, 3).scenario);
+    }
+}
