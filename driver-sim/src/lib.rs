@@ -34,6 +34,8 @@
 
 pub mod bench;
 pub mod clock;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod invariants;
 pub mod kv;
 pub mod net;
