@@ -44,7 +44,11 @@ pub fn scenario(data: &[u8]) -> bool {
     check(s);
     if small(s) {
         let a = run(s, RunOptions::default());
-        assert_eq!(a.expects.len(), s.expects.len(), "an expectation went unchecked");
+        assert_eq!(
+            a.expects.len(),
+            s.expects.len(),
+            "an expectation went unchecked"
+        );
         let b = run(s, RunOptions::default());
         assert!(
             a.trace == b.trace && a.expects == b.expects,

@@ -236,6 +236,8 @@ pub struct World<'a> {
     max_endpoints: usize,
     out: Outcome,
     outputs: Vec<Output>,
+    /// Scenario events before this index were applied with an earlier observation batch.
+    observed_until: usize,
 }
 
 impl<'a> World<'a> {
@@ -288,6 +290,7 @@ impl<'a> World<'a> {
                 events: 0,
             },
             outputs: Vec::new(),
+            observed_until: 0,
             opts,
         }
     }
@@ -850,14 +853,30 @@ impl<'a> World<'a> {
         &self.nodes[n].id
     }
 
-    fn apply(&mut self, i: usize) {
-        let kind = self.scenario.events[i].kind.clone();
-        match kind {
-            EventKind::Observe {
+    /// Observations at one instant reach each node together, as a driver hands in every
+    /// probe result it has before it polls: `events[i..]` up to the first event that is not an
+    /// observation at the same instant.
+    fn observe_batch(&mut self, i: usize) {
+        let events = &self.scenario.events;
+        let at = events[i].at_ns;
+        let end = (i..events.len())
+            .find(|&j| {
+                events[j].at_ns != at || !matches!(events[j].kind, EventKind::Observe { .. })
+            })
+            .unwrap_or(events.len());
+        self.observed_until = end;
+        let mut per_node: BTreeMap<usize, Vec<Input>> = BTreeMap::new();
+        for j in i..end {
+            let EventKind::Observe {
                 node,
                 endpoint,
                 healthy,
-            } => {
+            } = &self.scenario.events[j].kind
+            else {
+                continue;
+            };
+            let (node, healthy) = (*node, *healthy);
+            if !self.opts.quiet {
                 let text = format!(
                     "{} sees {endpoint} {}",
                     self.name(node),
@@ -867,17 +886,31 @@ impl<'a> World<'a> {
                         None => "no more (withdrawn)",
                     }
                 );
-                if !self.opts.quiet {
-                    self.fault(FaultKind::Observe, Some(node), text);
-                }
-                match healthy {
-                    Some(h) => self.nodes[node].observations.insert(endpoint.clone(), h),
-                    None => self.nodes[node].observations.remove(&endpoint),
-                };
-                if self.nodes[node].core.is_some() {
-                    self.feed(node, vec![Input::LocalHealth { endpoint, healthy }]);
-                }
+                self.fault(FaultKind::Observe, Some(node), text);
             }
+            match healthy {
+                Some(h) => self.nodes[node].observations.insert(endpoint.clone(), h),
+                None => self.nodes[node].observations.remove(endpoint),
+            };
+            per_node.entry(node).or_default().push(Input::LocalHealth {
+                endpoint: endpoint.clone(),
+                healthy,
+            });
+        }
+        for (node, inputs) in per_node {
+            if self.nodes[node].core.is_some() {
+                self.feed(node, inputs);
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize) {
+        if i < self.observed_until {
+            return;
+        }
+        let kind = self.scenario.events[i].kind.clone();
+        match kind {
+            EventKind::Observe { .. } => self.observe_batch(i),
             EventKind::Partition { groups } => {
                 let names: Vec<String> = groups
                     .iter()
