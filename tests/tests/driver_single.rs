@@ -221,7 +221,7 @@ async fn a_killed_node_leaves_every_quorum_after_the_ttl_and_rejoins_after_a_res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_only_server_down_falls_back_to_local_and_recovers_everything_when_back() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = NatsServer::single(ServerOpts::default()).unwrap();
     let urls = vec![server.url()];
     let ids = ["n1", "n2", "n3"];
@@ -259,7 +259,7 @@ async fn the_only_server_down_falls_back_to_local_and_recovers_everything_when_b
     wait_decision_all(&[n1, n2, n3], "web", Some(true), Source::Global, SOON).await;
     wait_decision_all(&[n1, n2], "new", Some(true), Source::Global, SOON).await;
     report("all servers back: full recovery after", restarted.elapsed());
-    assert_global(&n1, "web", true, 2, 3).await;
+    assert_global(n1, "web", true, 2, 3).await;
     // And the KV holds it: a node that starts now learns it from its snapshot.
     let n4 = start(&urls, "global-quorum", "n4");
     wait_decision(&n4, "new", Some(true), Source::Global, SOON).await;

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gslb_state_core::{Config, Decision, Source};
@@ -23,11 +22,12 @@ pub const CLUSTER: &str = "c1";
 
 /// Tests that kill, stop or time servers take this lock, so two of them never share the
 /// machine's two cores (timings and leader elections stay meaningful under CI load).
-pub static SERIAL: Mutex<()> = Mutex::new(());
+/// (Each test has its own runtime, and takes it before anything else.)
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Takes [`SERIAL`], even if a test that held it panicked.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Takes [`SERIAL`] (a test that panicked while holding it does not poison it).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// The guide's YAML with short intervals, for `servers` and `policy`; `extra_nats` goes inside
