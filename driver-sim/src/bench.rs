@@ -22,8 +22,8 @@ pub struct BenchResult {
 }
 
 /// The benchmark scenario: `nodes` nodes in 5 regions under global-quorum, 1 s heartbeats and
-/// a 3 s TTL, 10 ms ± 2 ms links; every node observes every endpoint at the start, then one
-/// observation somewhere changes every 100 ms.
+/// a 3 s TTL, 10 ms ± 2 ms links. All nodes start at once; their probes report every endpoint
+/// one second later (one probe round), then one observation somewhere changes every 100 ms.
 pub fn scenario(nodes: usize, endpoints: usize, duration: Duration) -> Scenario {
     let mut state = Config::with_defaults("sim").state;
     state.policy = Policy::GlobalQuorum;
@@ -45,7 +45,7 @@ pub fn scenario(nodes: usize, endpoints: usize, duration: Duration) -> Scenario 
     for node in 0..nodes {
         for name in &names {
             events.push((
-                0,
+                1_000 * NS_PER_MS,
                 EventKind::Observe {
                     node,
                     endpoint: name.clone(),
@@ -55,7 +55,7 @@ pub fn scenario(nodes: usize, endpoints: usize, duration: Duration) -> Scenario 
         }
     }
     let mut rng = Rng::new(1);
-    let mut t = 100 * NS_PER_MS;
+    let mut t = 1_100 * NS_PER_MS;
     while t < s.duration_ns {
         events.push((
             t,

@@ -53,6 +53,15 @@ impl Net {
         self.spec = spec;
     }
 
+    /// The shortest delay any delivery can take under the link parameters in force.
+    pub fn min_delay_ns(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|l| l.latency_ns.saturating_sub(l.jitter_ns))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// The link parameters in force.
     pub fn spec(&self) -> &NetworkSpec {
         &self.spec

@@ -228,7 +228,15 @@ pub struct World<'a> {
     opts: RunOptions,
     now: u64,
     seq: u64,
+    /// Node events: timers and deliveries.
     queue: BinaryHeap<Scheduled>,
+    /// Events that touch shared state: scenario events, KV reads, observations of the state.
+    globals: BinaryHeap<Scheduled>,
+    /// The events of the node running in the current window.
+    local: BinaryHeap<Scheduled>,
+    /// The node running in the current window, and the window's end.
+    window_node: Option<u32>,
+    window_end: u64,
     nodes: Vec<SimNode>,
     net: Net,
     kv: Kv,
@@ -273,6 +281,10 @@ impl<'a> World<'a> {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
+            globals: BinaryHeap::new(),
+            local: BinaryHeap::new(),
+            window_node: None,
+            window_end: 0,
             nodes,
             net: Net::new(n, scenario.network.clone()),
             kv: Kv::default(),
@@ -317,14 +329,35 @@ impl<'a> World<'a> {
         }
         self.sync_connectivity();
         let end = self.scenario.duration_ns;
-        while let Some(next) = self.queue.peek() {
-            if next.t_ns > end {
-                break;
+        loop {
+            let global = self.globals.peek().map(|s| (s.t_ns, s.class));
+            let local = self.queue.peek().map(|s| s.t_ns);
+            let global_first = match (global, local) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(g), Some(l)) => g <= (l, 0),
+            };
+            if global_first {
+                let s = self.globals.pop().expect("peeked above");
+                if s.t_ns > end {
+                    break;
+                }
+                self.now = s.t_ns;
+                self.out.events += 1;
+                self.step(s.ev);
+            } else {
+                let t = local.expect("checked above");
+                if t > end {
+                    break;
+                }
+                let bound = (t + self.net.min_delay_ns().max(1), 0);
+                let bound = match global {
+                    Some(g) if g < bound => g,
+                    _ => bound,
+                };
+                self.window(bound, end);
             }
-            let s = self.queue.pop().expect("peeked above");
-            self.now = s.t_ns;
-            self.out.events += 1;
-            self.step(s.ev);
         }
         self.out.expects.sort_by_key(|x| x.index);
         self.out.probes.sort_by_key(|p| p.t_ns);
@@ -333,13 +366,97 @@ impl<'a> World<'a> {
 
     fn schedule(&mut self, t_ns: u64, class: u8, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Scheduled {
+        let s = Scheduled {
             t_ns,
             class,
             seq: self.seq,
             ev,
-        });
-        self.out.peak_queue = self.out.peak_queue.max(self.queue.len());
+        };
+        match &s.ev {
+            Ev::Timer { node, .. } if self.window_node == Some(*node) && t_ns < self.window_end => {
+                self.local.push(s);
+            }
+            Ev::Timer { .. } | Ev::Deliver { .. } => self.queue.push(s),
+            _ => self.globals.push(s),
+        }
+        let queued = self.queue.len() + self.globals.len();
+        self.out.peak_queue = self.out.peak_queue.max(queued);
+    }
+
+    /// Runs every node event before `bound` (time, class), node by node.
+    ///
+    /// Nodes talk only through deliveries, and no delivery takes less than the smallest link
+    /// delay, so events of different nodes less than that apart cannot affect each other:
+    /// within such a window each node's events run in time order, one node after the other
+    /// (which keeps each node's state in cache). Events that touch shared state (scenario
+    /// events, KV reads, expectations) are never inside a window; KV writes are (each node
+    /// writes only its own keys). Records of the window are then put back in time order.
+    fn window(&mut self, bound: (u64, u8), end: u64) {
+        let limit = |t: u64| (t, 0) < bound && t <= end;
+        let mut per_node: BTreeMap<u32, Vec<Scheduled>> = BTreeMap::new();
+        while let Some(top) = self.queue.peek() {
+            if !limit(top.t_ns) {
+                break;
+            }
+            let s = self.queue.pop().expect("peeked above");
+            match s.ev {
+                Ev::Timer { node, .. } => per_node.entry(node).or_default().push(s),
+                Ev::Deliver { flight, idx } => {
+                    let mut i = idx as usize;
+                    while let Some(&(t, to, _)) = flight.arrivals.get(i) {
+                        if !limit(t) {
+                            break;
+                        }
+                        self.seq += 1;
+                        per_node.entry(to).or_default().push(Scheduled {
+                            t_ns: t,
+                            class: 0,
+                            seq: self.seq,
+                            ev: Ev::Deliver {
+                                flight: flight.clone(),
+                                idx: i as u32,
+                            },
+                        });
+                        i += 1;
+                    }
+                    if let Some(&(t, _, _)) = flight.arrivals.get(i) {
+                        self.seq += 1;
+                        self.queue.push(Scheduled {
+                            t_ns: t,
+                            class: 0,
+                            seq: self.seq,
+                            ev: Ev::Deliver {
+                                flight,
+                                idx: i as u32,
+                            },
+                        });
+                    }
+                }
+                other => {
+                    // Only node events are queued here; keep anything else in order.
+                    self.globals.push(Scheduled { ev: other, ..s });
+                }
+            }
+        }
+        let first_record = self.out.trace.records.len();
+        let first_down = self.out.downs.len();
+        self.window_end = bound.0;
+        for (node, events) in per_node {
+            self.window_node = Some(node);
+            self.local.extend(events);
+            while let Some(s) = self.local.pop() {
+                self.now = s.t_ns;
+                self.out.events += 1;
+                match s.ev {
+                    Ev::Deliver { flight, idx } => self.deliver_one(&flight, idx as usize),
+                    ev => self.step(ev),
+                }
+            }
+        }
+        self.window_node = None;
+        self.window_end = 0;
+        self.out.trace.records[first_record..].sort_by_key(Record::t_ns);
+        self.out.downs[first_down..].sort_by_key(|d| d.t_ns);
     }
 
     fn now_of(&self, n: usize) -> Now {
@@ -397,7 +514,6 @@ impl<'a> World<'a> {
     }
 
     fn deliver(&mut self, flight: Rc<Flight>, idx: usize) {
-        let (_, to, life) = flight.arrivals[idx];
         if let Some(&(t, _, _)) = flight.arrivals.get(idx + 1) {
             self.schedule(
                 t,
@@ -408,6 +524,12 @@ impl<'a> World<'a> {
                 },
             );
         }
+        self.deliver_one(&flight, idx);
+    }
+
+    /// Hands arrival `idx` of `flight` to its receiver, if the path is still open.
+    fn deliver_one(&mut self, flight: &Flight, idx: usize) {
+        let (_, to, life) = flight.arrivals[idx];
         let to = to as usize;
         let from = flight.from as usize;
         if self.nodes[to].life != life
@@ -1092,11 +1214,11 @@ impl<'a> World<'a> {
     fn sample(&mut self) {
         let n = self.nodes.len();
         let queue_bound = queue_bound(n);
-        if self.queue.len() > queue_bound {
+        let queued = self.queue.len() + self.globals.len();
+        if queued > queue_bound {
             let msg = format!(
-                "at {}: {} events queued, bound {queue_bound}",
-                fmt_time(self.now),
-                self.queue.len()
+                "at {}: {queued} events queued, bound {queue_bound}",
+                fmt_time(self.now)
             );
             self.out.bound_violations.push(msg);
         }
