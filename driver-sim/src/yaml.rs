@@ -114,7 +114,7 @@ struct RawLink {
 /// A node: a plain id, or a map with its clock.
 enum RawNode {
     Id(String),
-    Full(RawNodeMap),
+    Full(Box<RawNodeMap>),
 }
 
 #[derive(Deserialize)]
@@ -145,7 +145,7 @@ impl<'de> Deserialize<'de> for RawNode {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawNode, A::Error> {
                 RawNodeMap::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawNode::Full)
+                    .map(|m| RawNode::Full(Box::new(m)))
             }
         }
         d.deserialize_any(V)
@@ -349,6 +349,16 @@ fn duration_of(key: &str, d: &Option<S<String>>, default: u64) -> Result<u64, Sc
     }
 }
 
+/// The link settings of a `network:` block or of one of its `links:`.
+#[derive(Clone, Copy)]
+struct Knobs<'a> {
+    latency: &'a Option<S<String>>,
+    jitter: &'a Option<S<String>>,
+    loss: &'a Option<S<f64>>,
+    duplicate: &'a Option<S<f64>>,
+    reorder: &'a Option<S<f64>>,
+}
+
 struct Builder {
     node_ids: Vec<String>,
 }
@@ -384,22 +394,13 @@ impl Builder {
         })
     }
 
-    fn link(
-        &self,
-        key: &str,
-        base: LinkParams,
-        latency: &Option<S<String>>,
-        jitter: &Option<S<String>>,
-        loss: &Option<S<f64>>,
-        duplicate: &Option<S<f64>>,
-        reorder: &Option<S<f64>>,
-    ) -> Result<LinkParams, ScenarioError> {
+    fn link(&self, key: &str, base: LinkParams, k: Knobs<'_>) -> Result<LinkParams, ScenarioError> {
         Ok(LinkParams {
-            latency_ns: duration_of(&format!("{key}.latency"), latency, base.latency_ns)?,
-            jitter_ns: duration_of(&format!("{key}.jitter"), jitter, base.jitter_ns)?,
-            loss: probability(&format!("{key}.loss"), loss, base.loss)?,
-            duplicate: probability(&format!("{key}.duplicate"), duplicate, base.duplicate)?,
-            reorder: probability(&format!("{key}.reorder"), reorder, base.reorder)?,
+            latency_ns: duration_of(&format!("{key}.latency"), k.latency, base.latency_ns)?,
+            jitter_ns: duration_of(&format!("{key}.jitter"), k.jitter, base.jitter_ns)?,
+            loss: probability(&format!("{key}.loss"), k.loss, base.loss)?,
+            duplicate: probability(&format!("{key}.duplicate"), k.duplicate, base.duplicate)?,
+            reorder: probability(&format!("{key}.reorder"), k.reorder, base.reorder)?,
         })
     }
 
@@ -412,11 +413,13 @@ impl Builder {
         let default = self.link(
             key,
             base.default,
-            &raw.latency,
-            &raw.jitter,
-            &raw.loss,
-            &raw.duplicate,
-            &raw.reorder,
+            Knobs {
+                latency: &raw.latency,
+                jitter: &raw.jitter,
+                loss: &raw.loss,
+                duplicate: &raw.duplicate,
+                reorder: &raw.reorder,
+            },
         )?;
         let mut links = base.links.clone();
         for (i, l) in raw.links.iter().flatten().enumerate() {
@@ -434,11 +437,13 @@ impl Builder {
             let params = self.link(
                 &lkey,
                 default,
-                &l.value.latency,
-                &l.value.jitter,
-                &l.value.loss,
-                &l.value.duplicate,
-                &l.value.reorder,
+                Knobs {
+                    latency: &l.value.latency,
+                    jitter: &l.value.jitter,
+                    loss: &l.value.loss,
+                    duplicate: &l.value.duplicate,
+                    reorder: &l.value.reorder,
+                },
             )?;
             links.push(((a.min(b), a.max(b)), params));
         }

@@ -1,0 +1,312 @@
+//! What the simulated world does with the cores: determinism, and each fault as a driver
+//! would carry it out.
+
+use std::time::Duration;
+
+use gslb_state_core::{Config, Policy, Source, StateSettings};
+use gslb_state_sim::scenario::{EventKind, Expect, ExpectChecks, NS_PER_MS, Scenario};
+use gslb_state_sim::trace::Record;
+use gslb_state_sim::world::{Outcome, RunOptions};
+use gslb_state_sim::{run, schedule, yaml};
+
+fn state(policy: Policy) -> StateSettings {
+    let mut s = Config::with_defaults("sim").state;
+    s.policy = policy;
+    s.heartbeat_interval = Duration::from_secs(1);
+    s.heartbeat_ttl = Duration::from_secs(3);
+    s
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn observe(node: usize, endpoint: &str, healthy: Option<bool>) -> EventKind {
+    EventKind::Observe {
+        node,
+        endpoint: endpoint.into(),
+        healthy,
+    }
+}
+
+fn expect(s: &mut Scenario, at_s: u64, node: usize, checks: ExpectChecks) {
+    s.expects.push(Expect {
+        at_ns: at_s * 1_000 * NS_PER_MS,
+        line: None,
+        node,
+        checks,
+    });
+}
+
+fn verdict(endpoint: &str, healthy: Option<bool>, source: Source) -> ExpectChecks {
+    ExpectChecks {
+        endpoint: Some(endpoint.into()),
+        healthy: Some(healthy),
+        source: Some(source),
+        ..ExpectChecks::default()
+    }
+}
+
+fn members(ids: &[&str]) -> ExpectChecks {
+    ExpectChecks {
+        active_members: Some(ids.iter().map(|s| s.to_string()).collect()),
+        ..ExpectChecks::default()
+    }
+}
+
+fn assert_all_hold(o: &Outcome) {
+    for x in &o.expects {
+        assert!(
+            x.ok,
+            "expectation {} failed: {} (saw {})",
+            x.index, x.why, x.seen
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_trace_and_another_seed_does_not() {
+    for seed in [1, 2, 3] {
+        let g = schedule::generate(seed, 5, 3);
+        let a = run(&g.scenario, RunOptions::default());
+        let b = run(&g.scenario, RunOptions::default());
+        assert!(!a.trace.records.is_empty());
+        assert_eq!(
+            a.trace.to_json_lines(),
+            b.trace.to_json_lines(),
+            "seed {seed}"
+        );
+        assert_eq!(a.trace.to_timeline(), b.trace.to_timeline(), "seed {seed}");
+    }
+    // Same schedule, another seed: the network draws differ, so the trace does.
+    let g = schedule::generate(1, 5, 3);
+    let mut other = g.scenario.clone();
+    other.seed = 99;
+    let a = run(&g.scenario, RunOptions::default())
+        .trace
+        .to_json_lines();
+    let b = run(&other, RunOptions::default()).trace.to_json_lines();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn json_lines_have_the_documented_fields() {
+    let file = yaml::parse(include_str!("../../examples/global-quorum.yaml")).unwrap();
+    let o = run(&file.scenario, RunOptions::default());
+    let json = o.trace.to_json_lines();
+    let (mut decisions, mut memberships) = (0, 0);
+    let mut last_t = 0;
+    for line in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = v["t_ms"].as_u64().unwrap();
+        assert!(t >= last_t, "lines are in time order");
+        last_t = t;
+        assert!(v["node"].is_string());
+        if v.get("endpoint").is_some() {
+            decisions += 1;
+            assert!(v["healthy"].is_boolean() || v["healthy"].is_null());
+            let source = v["source"].as_str().unwrap();
+            assert!(["local", "global", "fallback-local", "unknown"].contains(&source));
+            assert!(v["healthy_reports"].as_u64().unwrap() <= v["total_reports"].as_u64().unwrap());
+        } else {
+            memberships += 1;
+            assert!(v["active_members"].is_array());
+        }
+    }
+    assert!(
+        decisions > 10 && memberships > 10,
+        "{decisions} {memberships}"
+    );
+}
+
+#[test]
+fn crash_and_restart_start_a_new_incarnation_that_rereads_the_kv_snapshot() {
+    let mut s = Scenario::new(1, secs(30), state(Policy::GlobalQuorum), &["a", "b", "c"]);
+    s.at(secs(0), observe(0, "web", Some(true)));
+    s.at(secs(0), observe(1, "web", Some(false)));
+    s.at(secs(0), observe(2, "db", Some(true)));
+    s.at(secs(5), EventKind::Crash(2));
+    s.at(secs(15), EventKind::Restart(2));
+    expect(&mut s, 4, 0, members(&["a", "b", "c"]));
+    // c is gone from every view within TTL + interval + delay.
+    expect(&mut s, 10, 0, members(&["a", "b"]));
+    expect(&mut s, 10, 0, verdict("db", None, Source::Unknown));
+    // Restarted: its probe reports db again at once, and it learns web from the others
+    // (1 of 2 healthy is 50%, below the default 51%).
+    expect(
+        &mut s,
+        15,
+        2,
+        verdict("db", Some(true), Source::FallbackLocal),
+    );
+    expect(&mut s, 17, 2, verdict("web", Some(false), Source::Global));
+    expect(&mut s, 17, 0, members(&["a", "b", "c"]));
+    let o = run(&s, RunOptions::default());
+    assert_all_hold(&o);
+    let lives: Vec<_> = o.lives.iter().filter(|l| l.node == 2).collect();
+    assert_eq!(lives.len(), 2);
+    assert!(lives[1].incarnation > lives[0].incarnation);
+    assert_eq!(lives[0].crashed_ns, Some(5_000 * NS_PER_MS));
+    let snapshot = lives[1]
+        .snapshot_ns
+        .expect("the restarted node read the snapshot");
+    assert_eq!(snapshot, 15_000 * NS_PER_MS + s.network.default.latency_ns);
+}
+
+#[test]
+fn incarnations_increase_even_when_the_clock_goes_back() {
+    let mut s = Scenario::new(1, secs(20), state(Policy::PreferLocal), &["a", "b"]);
+    s.at(
+        secs(2),
+        EventKind::Clock {
+            node: 1,
+            offset_ms: Some(-60_000),
+            drift_ppb: 0,
+        },
+    );
+    s.at(secs(3), EventKind::Crash(1));
+    s.at(secs(4), EventKind::Restart(1));
+    s.at(secs(4), observe(1, "web", Some(true)));
+    expect(&mut s, 8, 0, verdict("web", Some(true), Source::Global));
+    let o = run(&s, RunOptions::default());
+    assert_all_hold(&o);
+    let incs: Vec<u64> = o
+        .lives
+        .iter()
+        .filter(|l| l.node == 1)
+        .map(|l| l.incarnation)
+        .collect();
+    assert_eq!(incs.len(), 2);
+    assert_eq!(incs[1], incs[0] + 1, "wall clock is behind: previous + 1");
+    assert!(o.trace.records.iter().any(
+        |r| matches!(r, Record::Note { text, .. } if text.contains("not past the last incarnation"))
+    ));
+}
+
+#[test]
+fn a_broker_outage_and_an_isolated_node_degrade_to_local_and_recover() {
+    let mut s = Scenario::new(
+        2,
+        secs(40),
+        state(Policy::GlobalAnyHealthy),
+        &["a", "b", "c"],
+    );
+    s.at(secs(0), observe(0, "web", Some(false)));
+    s.at(secs(0), observe(1, "web", Some(true)));
+    s.at(secs(5), EventKind::Broker(false));
+    s.at(secs(12), EventKind::Broker(true));
+    s.at(secs(20), EventKind::Isolate(1));
+    // b changes its mind while cut off: published when it is back.
+    s.at(secs(22), observe(1, "web", Some(false)));
+    s.at(secs(23), observe(1, "web", Some(true)));
+    s.at(secs(24), observe(1, "api", Some(true)));
+    s.at(secs(28), EventKind::Rejoin(1));
+    expect(&mut s, 4, 0, verdict("web", Some(true), Source::Global));
+    expect(
+        &mut s,
+        10,
+        0,
+        verdict("web", Some(false), Source::FallbackLocal),
+    );
+    expect(&mut s, 10, 2, verdict("web", None, Source::Unknown));
+    expect(&mut s, 14, 0, verdict("web", Some(true), Source::Global));
+    expect(&mut s, 26, 0, members(&["a", "c"]));
+    expect(
+        &mut s,
+        26,
+        0,
+        verdict("web", Some(false), Source::FallbackLocal),
+    );
+    expect(
+        &mut s,
+        26,
+        1,
+        verdict("web", Some(true), Source::FallbackLocal),
+    );
+    expect(&mut s, 30, 2, verdict("api", Some(true), Source::Global));
+    expect(&mut s, 30, 0, verdict("web", Some(true), Source::Global));
+    let o = run(&s, RunOptions::default());
+    assert_all_hold(&o);
+}
+
+#[test]
+fn a_partition_splits_the_count_and_the_kv_stays_with_the_majority() {
+    let mut s = Scenario::new(
+        3,
+        secs(40),
+        state(Policy::GlobalQuorum),
+        &["a", "b", "c", "d"],
+    );
+    for n in 0..4 {
+        s.at(secs(0), observe(n, "web", Some(n == 0)));
+    }
+    s.at(
+        secs(5),
+        EventKind::Partition {
+            groups: vec![vec![0], vec![1, 2, 3]],
+        },
+    );
+    // a's change cannot reach the others, nor the KV (it stays with b, c, d).
+    s.at(secs(8), observe(0, "db", Some(true)));
+    s.at(secs(20), EventKind::Heal);
+    expect(&mut s, 4, 1, verdict("web", Some(false), Source::Global));
+    expect(
+        &mut s,
+        12,
+        0,
+        verdict("web", Some(true), Source::FallbackLocal),
+    );
+    expect(&mut s, 12, 0, members(&["a"]));
+    expect(&mut s, 12, 1, members(&["b", "c", "d"]));
+    expect(&mut s, 12, 1, verdict("db", None, Source::Unknown));
+    // Healed: the report that failed to reach the KV was republished and re-put.
+    expect(&mut s, 25, 1, verdict("db", Some(true), Source::Global));
+    expect(&mut s, 25, 3, members(&["a", "b", "c", "d"]));
+    let o = run(&s, RunOptions::default());
+    assert_all_hold(&o);
+}
+
+#[test]
+fn loss_duplication_and_reordering_change_no_settled_decision() {
+    let mut calm = Scenario::new(
+        4,
+        secs(30),
+        state(Policy::GlobalQuorum),
+        &["a", "b", "c", "d", "e"],
+    );
+    for n in 0..5 {
+        calm.at(secs(1), observe(n, "web", Some(n % 2 == 0)));
+        calm.at(secs(2), observe(n, "api", Some(true)));
+    }
+    let mut rough = calm.clone();
+    rough.network.default.loss = 0.1;
+    rough.network.default.duplicate = 0.3;
+    rough.network.default.reorder = 0.3;
+    rough.network.default.jitter_ns = 8 * NS_PER_MS;
+    let probe = RunOptions {
+        probes_ns: vec![20_000 * NS_PER_MS, 29_000 * NS_PER_MS],
+        ..RunOptions::default()
+    };
+    let a = run(&calm, probe.clone());
+    let b = run(&rough, probe);
+    assert_eq!(a.probes, b.probes);
+    assert_ne!(
+        a.trace.to_json_lines(),
+        b.trace.to_json_lines(),
+        "the rough network does show"
+    );
+}
+
+#[test]
+fn bounds_hold_on_a_larger_cluster() {
+    let g = schedule::generate(7, 12, 20);
+    let o = run(
+        &g.scenario,
+        RunOptions {
+            sample_every_ns: 250 * NS_PER_MS,
+            ..RunOptions::default()
+        },
+    );
+    assert!(o.bound_violations.is_empty(), "{:?}", o.bound_violations);
+    assert!(o.peak_queue > 0 && o.peak_queue <= gslb_state_sim::world::queue_bound(12));
+}
