@@ -312,7 +312,9 @@ type S<T> = Spanned<T>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    cluster: Option<RawCluster>,
+    /// Spanned even when empty (`cluster:`), so a missing `cluster.id` can name a line.
+    #[serde(default = "absent")]
+    cluster: S<Option<RawCluster>>,
     node: Option<RawNode>,
     state: Option<RawState>,
     nats: Option<RawNats>,
@@ -324,7 +326,23 @@ struct RawFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
-    id: Option<S<String>>,
+    /// Spanned even when empty (`id:`), so its line can be named.
+    #[serde(default = "absent")]
+    id: S<Option<String>>,
+}
+
+/// An absent key: no value, no line.
+fn absent<T>() -> S<Option<T>> {
+    Spanned::new(
+        None,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// The line of a spanned value, if it was in the file.
+fn line_of<T>(s: &S<T>) -> Option<u64> {
+    Some(s.referenced.line()).filter(|l| *l > 0)
 }
 
 #[derive(Deserialize)]
@@ -620,15 +638,35 @@ impl Validator {
     }
 
     fn build(&mut self, raw: RawFile) -> Option<Config> {
-        let cluster_id = match raw.cluster.and_then(|c| c.id) {
-            None => {
-                self.problem("cluster.id", None, "required key is missing");
+        // A missing id names the line of its empty value or of its empty section, when the
+        // file has one; a file without a `cluster` section has no line to name.
+        let section_line = line_of(&raw.cluster);
+        let id = raw.cluster.value.map(|c| c.id);
+        let cluster_id = match id.as_ref().map(|id| (&id.value, line_of(id))) {
+            None if section_line.is_none() => {
+                self.problem(
+                    "cluster.id",
+                    None,
+                    "required key is missing (the file has no cluster section)",
+                );
                 None
             }
-            Some(id) => match check_id(&id.value) {
-                Ok(()) => Some(id.value),
+            None => {
+                self.problem("cluster.id", section_line, "required key is missing");
+                None
+            }
+            Some((None, line)) => {
+                self.problem(
+                    "cluster.id",
+                    line.or(section_line),
+                    "required key is missing",
+                );
+                None
+            }
+            Some((Some(value), line)) => match check_id(value) {
+                Ok(()) => Some(value.clone()),
                 Err(e) => {
-                    self.problem("cluster.id", Some(id.referenced.line()), e.to_string());
+                    self.problem("cluster.id", line, e.to_string());
                     None
                 }
             },
@@ -1089,6 +1127,14 @@ mod tests {
 
         let p = problem("state:\n  healthPolicy: prefer-local\n");
         assert_eq!((p.key.as_str(), p.line), ("cluster.id", None));
+        assert!(p.message.contains("no cluster section"), "{p}");
+        // An empty id or an empty section names its line.
+        let p = problem("state:\n  healthPolicy: prefer-local\ncluster:\n  id:\n");
+        assert_eq!((p.key.as_str(), p.line), ("cluster.id", Some(4)), "{p}");
+        let p = problem("# the cluster\ncluster:\nstate:\n  healthPolicy: prefer-local\n");
+        assert_eq!((p.key.as_str(), p.line), ("cluster.id", Some(2)), "{p}");
+        let p = problem("cluster: {}\n");
+        assert_eq!((p.key.as_str(), p.line), ("cluster.id", Some(1)), "{p}");
 
         let p = problem("cluster:\n  id: c\nstate:\n  quorumMinPercent: lots\n");
         assert_eq!(p.line, Some(4), "{p}");
