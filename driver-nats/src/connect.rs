@@ -171,6 +171,9 @@ pub(crate) async fn options_recording(
     }
     Ok(opts
         .name(client_name)
+        // A node has no use for its own heartbeats and reports: without this the server sends
+        // every one back, doubling inbound traffic and inflating `nats_received_total`.
+        .no_echo()
         .ping_interval(settings.ping_interval)
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(Duration::from_secs(2).max(settings.connect_timeout)))
