@@ -91,6 +91,11 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
                 config.admin_listen
             )
         })?;
+    // The address actually bound: `admin.listen` may ask for port 0 (any free port).
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.admin_listen.clone());
     let node = Arc::new(Handle::start(options).map_err(|e| e.to_string())?);
     let mut events = node.subscribe();
     let policy = Arc::new(RwLock::new(config.state.policy.to_string()));
@@ -99,7 +104,7 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     tracing::info!(
         node = %node_id,
         cluster = %config.cluster_id,
-        listen = %config.admin_listen,
+        listen = %listen,
         endpoints = config.endpoints.len(),
         probes = probes.len(),
         "gslb-state running"
@@ -162,7 +167,12 @@ async fn apply_desired(
         .unwrap_or(gslb_state_core::config::DEFAULT_APPLY_TIMEOUT);
     let restart = restart_only_changes(running, desired);
     if !restart.is_empty() {
-        tracing::warn!(keys = ?restart, "the pushed config changes settings that need a restart; they are ignored until then");
+        tracing::warn!(
+            keys = ?restart,
+            "the pushed config changes settings that need a restart: they are read from this \
+             node's own config file at start-up, so change them there and restart; the running \
+             values stay in force"
+        );
     }
     let apply = async {
         probes.apply(&desired.endpoints);

@@ -90,7 +90,8 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let log_format = cli.log_format;
+    init_logs(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,7 +113,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {e}"),
+                // Keep stderr one JSON object per line for log shippers: one event per problem.
+                LogFormat::Json => {
+                    for line in e.lines() {
+                        tracing::error!("{line}");
+                    }
+                }
+            }
             ExitCode::FAILURE
         }
     }
