@@ -29,6 +29,9 @@ impl Clock {
 
     /// The clock's offset from true time at `t_ns`, in ms (drift included).
     pub fn offset_at_ms(&self, t_ns: u64) -> i64 {
+        if self.drift_ppb == 0 {
+            return self.offset_ms;
+        }
         let elapsed = i128::from(t_ns.saturating_sub(self.since_ns));
         let drift_ms = elapsed * i128::from(self.drift_ppb) / 1_000_000_000 / i128::from(NS_PER_MS);
         self.offset_ms.saturating_add(drift_ms as i64)

@@ -5,7 +5,7 @@
 //! A delivery's fate is a pure function of (seed, sender, sender's life, the sender's message
 //! number, receiver), never of processing order (see [`crate::rng::draw`]).
 
-use crate::rng::{draw, unit};
+use crate::rng::{draw, mix, unit};
 use crate::scenario::{LinkParams, NetworkSpec};
 
 /// Tag of the delivery draws in [`draw`] keys.
@@ -130,7 +130,10 @@ impl Net {
     }
 
     /// The delays after which `to` receives message number `msg` of `from` (in its life
-    /// `life`), written to `out`; returns how many (0 = lost, 2 = duplicated).
+    /// `life`), written to `out`; returns how many (0 = lost, 2 = duplicated) and whether the
+    /// first was held back (reordered: later messages may overtake it). NATS delivers one
+    /// publisher's messages in order, so the caller keeps copies that were not held back in
+    /// order per link; the second copy of a duplicate is never kept in order.
     pub fn delays(
         &self,
         seed: u64,
@@ -139,27 +142,30 @@ impl Net {
         msg: u64,
         to: usize,
         out: &mut [u64; MAX_COPIES],
-    ) -> usize {
+    ) -> (usize, bool) {
         let link = &self.links[from * self.nodes + to];
-        let key = |what: u64| {
-            draw(&[
-                seed,
-                DELIVERY_TAG,
-                from as u64,
-                u64::from(life),
-                msg,
-                to as u64,
-                what,
-            ])
-        };
+        if link.jitter_ns == 0 && link.loss == 0.0 && link.duplicate == 0.0 && link.reorder == 0.0 {
+            out[0] = link.latency_ns;
+            return (1, false);
+        }
+        let base = draw(&[
+            seed,
+            DELIVERY_TAG,
+            from as u64,
+            u64::from(life),
+            msg,
+            to as u64,
+        ]);
+        let key = |what: u64| mix(base ^ mix(what));
         if link.loss > 0.0 && unit(key(0)) < link.loss {
-            return 0;
+            return (0, false);
         }
         let copies = if link.duplicate > 0.0 && unit(key(1)) < link.duplicate {
             2
         } else {
             1
         };
+        let mut held_back = false;
         for (c, slot) in out.iter_mut().enumerate().take(copies) {
             let c = c as u64 * 16;
             let mut delay = link.latency_ns;
@@ -172,10 +178,11 @@ impl Net {
             if link.reorder > 0.0 && unit(key(3 + c)) < link.reorder {
                 let extra_us = (link.latency_ns + link.jitter_ns) / 1_000 + 1;
                 delay += (key(4 + c) % extra_us) * 1_000;
+                held_back |= c == 0;
             }
             *slot = delay;
         }
-        copies
+        (copies, held_back)
     }
 }
 
@@ -223,8 +230,9 @@ mod tests {
         for msg in 0..2000 {
             let mut a = [0; MAX_COPIES];
             let mut b = [0; MAX_COPIES];
-            let n = net.delays(7, 0, 0, msg, 1, &mut a);
-            assert_eq!(n, net.delays(7, 0, 0, msg, 1, &mut b));
+            let (n, held) = net.delays(7, 0, 0, msg, 1, &mut a);
+            assert!(!held, "no reordering configured");
+            assert_eq!((n, held), net.delays(7, 0, 0, msg, 1, &mut b));
             assert_eq!(a, b);
             match n {
                 0 => lost += 1,

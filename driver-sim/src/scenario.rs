@@ -15,11 +15,13 @@ pub const NS_PER_MS: u64 = 1_000_000;
 pub struct LinkParams {
     /// Base one-way delay, publisher to subscriber.
     pub latency_ns: u64,
-    /// Each delivery is delayed by `latency ± jitter` (uniform, never below zero).
+    /// Each delivery is delayed by `latency ± jitter` (uniform, never below zero); one
+    /// sender's messages still reach a receiver in the order they were sent, as NATS delivers
+    /// them, unless `reorder` holds one back.
     pub jitter_ns: u64,
     /// Probability that a delivery is lost.
     pub loss: f64,
-    /// Probability that a delivery arrives twice (the copy with its own delay).
+    /// Probability that a delivery arrives twice (the copy with its own delay, in no order).
     pub duplicate: f64,
     /// Probability that a delivery is held back by up to one more `latency + jitter`, so
     /// later messages overtake it.

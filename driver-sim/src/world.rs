@@ -5,7 +5,7 @@
 //!
 //! | output | what the simulation does |
 //! | --- | --- |
-//! | `Publish` | fans out to every running node (the sender too), each copy delayed, lost, duplicated or reordered per link; dropped on arrival if the path closed meanwhile |
+//! | `Publish` | fans out to every running node (the sender too), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile |
 //! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it, else `KvPutFailed` is handed back |
 //! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
 //! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
@@ -197,6 +197,26 @@ impl Ord for Scheduled {
     }
 }
 
+/// A node event inside a window.
+#[derive(Debug, Clone, Copy)]
+struct WinItem {
+    t_ns: u64,
+    seq: u64,
+    what: WinWhat,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WinWhat {
+    Timer {
+        life: u32,
+    },
+    /// Arrival `idx` of the window's flight number `flight`.
+    Deliver {
+        flight: u32,
+        idx: u32,
+    },
+}
+
 /// One simulated node: its core (while running) and what survives a crash.
 #[derive(Debug)]
 struct SimNode {
@@ -237,6 +257,12 @@ pub struct World<'a> {
     /// The node running in the current window, and the window's end.
     window_node: Option<u32>,
     window_end: u64,
+    /// Per node: its events of the current window (kept to reuse their memory).
+    win_buckets: Vec<Vec<WinItem>>,
+    /// The messages delivered in the current window.
+    win_flights: Vec<Rc<Flight>>,
+    /// Latest in-order arrival per link, `from * nodes + to`.
+    link_last: Vec<u64>,
     nodes: Vec<SimNode>,
     net: Net,
     kv: Kv,
@@ -285,6 +311,9 @@ impl<'a> World<'a> {
             local: BinaryHeap::new(),
             window_node: None,
             window_end: 0,
+            win_buckets: (0..n).map(|_| Vec::new()).collect(),
+            win_flights: Vec::new(),
+            link_last: vec![0; n * n],
             nodes,
             net: Net::new(n, scenario.network.clone()),
             kv: Kv::default(),
@@ -393,30 +422,51 @@ impl<'a> World<'a> {
     /// writes only its own keys). Records of the window are then put back in time order.
     fn window(&mut self, bound: (u64, u8), end: u64) {
         let limit = |t: u64| (t, 0) < bound && t <= end;
-        let mut per_node: BTreeMap<u32, Vec<Scheduled>> = BTreeMap::new();
+        let mut buckets = std::mem::take(&mut self.win_buckets);
+        let mut flights = std::mem::take(&mut self.win_flights);
+        let mut touched: Vec<u32> = Vec::new();
+        let mut put = |buckets: &mut Vec<Vec<WinItem>>, node: u32, item: WinItem| {
+            let b = &mut buckets[node as usize];
+            if b.is_empty() {
+                touched.push(node);
+            }
+            b.push(item);
+        };
         while let Some(top) = self.queue.peek() {
             if !limit(top.t_ns) {
                 break;
             }
             let s = self.queue.pop().expect("peeked above");
             match s.ev {
-                Ev::Timer { node, .. } => per_node.entry(node).or_default().push(s),
+                Ev::Timer { node, life } => put(
+                    &mut buckets,
+                    node,
+                    WinItem {
+                        t_ns: s.t_ns,
+                        seq: s.seq,
+                        what: WinWhat::Timer { life },
+                    },
+                ),
                 Ev::Deliver { flight, idx } => {
                     let mut i = idx as usize;
+                    let fi = flights.len() as u32;
                     while let Some(&(t, to, _)) = flight.arrivals.get(i) {
                         if !limit(t) {
                             break;
                         }
                         self.seq += 1;
-                        per_node.entry(to).or_default().push(Scheduled {
-                            t_ns: t,
-                            class: 0,
-                            seq: self.seq,
-                            ev: Ev::Deliver {
-                                flight: flight.clone(),
-                                idx: i as u32,
+                        put(
+                            &mut buckets,
+                            to,
+                            WinItem {
+                                t_ns: t,
+                                seq: self.seq,
+                                what: WinWhat::Deliver {
+                                    flight: fi,
+                                    idx: i as u32,
+                                },
                             },
-                        });
+                        );
                         i += 1;
                     }
                     if let Some(&(t, _, _)) = flight.arrivals.get(i) {
@@ -426,11 +476,12 @@ impl<'a> World<'a> {
                             class: 0,
                             seq: self.seq,
                             ev: Ev::Deliver {
-                                flight,
+                                flight: flight.clone(),
                                 idx: i as u32,
                             },
                         });
                     }
+                    flights.push(flight);
                 }
                 other => {
                     // Only node events are queued here; keep anything else in order.
@@ -438,23 +489,48 @@ impl<'a> World<'a> {
                 }
             }
         }
+        touched.sort_unstable();
         let first_record = self.out.trace.records.len();
         let first_down = self.out.downs.len();
         self.window_end = bound.0;
-        for (node, events) in per_node {
+        for node in touched {
             self.window_node = Some(node);
-            self.local.extend(events);
-            while let Some(s) = self.local.pop() {
-                self.now = s.t_ns;
+            let mut items = std::mem::take(&mut buckets[node as usize]);
+            items.sort_unstable_by_key(|w| (w.t_ns, w.seq));
+            for w in items.drain(..) {
+                // Timers this node armed within the window run in their place.
+                while self
+                    .local
+                    .peek()
+                    .is_some_and(|l| (l.t_ns, l.seq) < (w.t_ns, w.seq))
+                {
+                    let l = self.local.pop().expect("peeked above");
+                    self.now = l.t_ns;
+                    self.out.events += 1;
+                    self.step(l.ev);
+                }
+                self.now = w.t_ns;
                 self.out.events += 1;
-                match s.ev {
-                    Ev::Deliver { flight, idx } => self.deliver_one(&flight, idx as usize),
-                    ev => self.step(ev),
+                match w.what {
+                    WinWhat::Deliver { flight, idx } => {
+                        let f = flights[flight as usize].clone();
+                        self.deliver_one(&f, idx as usize);
+                    }
+                    WinWhat::Timer { life } => self.step(Ev::Timer { node, life }),
                 }
             }
+            while let Some(l) = self.local.pop() {
+                self.now = l.t_ns;
+                self.out.events += 1;
+                self.step(l.ev);
+            }
+            buckets[node as usize] = items;
         }
         self.window_node = None;
         self.window_end = 0;
+        flights.clear();
+        self.win_flights = flights;
+        self.win_buckets = buckets;
         self.out.trace.records[first_record..].sort_by_key(Record::t_ns);
         self.out.downs[first_down..].sort_by_key(|d| d.t_ns);
     }
@@ -752,11 +828,19 @@ impl<'a> World<'a> {
             if self.nodes[to].core.is_none() || !self.net.path_open(n, to) {
                 continue;
             }
-            let copies = self
-                .net
-                .delays(self.scenario.seed, n, life, msg, to, &mut delays);
-            for d in &delays[..copies] {
-                arrivals.push((self.now + d, to as u32, self.nodes[to].life));
+            let (copies, held_back) =
+                self.net
+                    .delays(self.scenario.seed, n, life, msg, to, &mut delays);
+            for (c, d) in delays[..copies].iter().enumerate() {
+                let mut at = self.now + d;
+                if c == 0 && !held_back {
+                    // One publisher's messages arrive in order (NATS keeps per-connection
+                    // order); only a held-back message lets later ones overtake it.
+                    let last = &mut self.link_last[n * self.nodes.len() + to];
+                    at = at.max(*last);
+                    *last = at;
+                }
+                arrivals.push((at, to as u32, self.nodes[to].life));
             }
         }
         if arrivals.is_empty() {
