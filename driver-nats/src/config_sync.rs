@@ -130,6 +130,8 @@ pub(crate) async fn run(
 
     // The snapshot.
     let mut last_seen = 0u64;
+    // The last version seen that was older than `last_seen`, reported once.
+    let mut last_older: Option<u64> = None;
     match latest(&store, &key).await {
         Ok(Some((version, yaml))) => {
             last_seen = version;
@@ -184,21 +186,31 @@ pub(crate) async fn run(
                 }
             }
         };
-        if let Some((version, yaml)) = update
-            && version > last_seen
-        {
+        let Some((version, yaml)) = update else {
+            continue;
+        };
+        if version > last_seen {
             last_seen = version;
-            if out
-                .send(Internal::Config(ConfigUpdate {
-                    version,
-                    yaml,
-                    snapshot: false,
-                }))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        } else if version < last_seen && last_older != Some(version) {
+            // The key's revision went backwards (the bucket was deleted and created again):
+            // hand it to the core once, which ignores it and says so (logged and counted as
+            // `ignored`), rather than dropping it silently at every watchdog round.
+            last_older = Some(version);
+        } else {
+            // The version in force (a nudge or the watchdog reading it again), or an older
+            // one already reported.
+            continue;
+        }
+        if out
+            .send(Internal::Config(ConfigUpdate {
+                version,
+                yaml,
+                snapshot: false,
+            }))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -471,3 +471,91 @@ fn wait_event(ds: &mut [Daemon], n: usize) -> u64 {
     }
     version
 }
+
+/// Versions only move forward. A version can only look older when the key's revisions start
+/// again, i.e. the bucket was deleted and created anew: the daemons then ignore the new
+/// history's versions until one is newer than the version in force, and say so once per
+/// version (`config version ignored`, `gslbd_state_config_events_total{result="ignored"}`),
+/// keeping the config in force. Equal versions (a nudge or the watchdog re-reading the version
+/// in force) are dropped before the core, silently; the tests above show each version applied
+/// once.
+#[test]
+fn a_version_older_than_the_one_in_force_is_ignored_and_said_so() {
+    let nats = NatsServer::single(ServerOpts::default()).expect("nats-server");
+    let dir = TestDir::new();
+    let servers = [nats.url()];
+    let base = Yaml::node("a", &servers);
+    let yamls: Vec<Yaml> = ["a", "b"]
+        .iter()
+        .map(|n| Yaml {
+            node: Some((*n).to_owned()),
+            ..base.clone()
+        })
+        .collect();
+    let mut ds = start_all(&dir, &yamls);
+    let a_config = ds[0].config.clone();
+    for d in ds.iter_mut() {
+        d.wait_log("config snapshot loaded", SOON);
+    }
+    let desired = base.desired();
+    let v1 = push(
+        &dir,
+        &a_config,
+        "v1.yaml",
+        &desired.clone().policy("global-quorum").render(),
+    );
+    let v2 = push(
+        &dir,
+        &a_config,
+        "v2.yaml",
+        &desired.clone().policy("global-any-healthy").render(),
+    );
+    assert_eq!((v1, v2), (1, 2));
+    wait_applied(&mut ds, v2, "global-any-healthy");
+
+    // The bucket goes away and comes back empty: its revisions start again at 1.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::with_domain(client, "gslb");
+        js.delete_key_value(CONFIG_BUCKET).await.unwrap();
+    });
+    let old = push(
+        &dir,
+        &a_config,
+        "old.yaml",
+        &desired.clone().policy("local-only").render(),
+    );
+    assert_eq!(old, 1);
+    for d in ds.iter_mut() {
+        d.wait(SOON, "version 1 ignored", |d| {
+            d.log_lines("config version ignored")
+                .iter()
+                .any(|l| l.contains("version=1") && l.contains("current=2"))
+        });
+        assert_eq!(config_events(d, "ignored"), 1.0, "{}", d.name);
+        assert_eq!(d.policy(), "global-any-healthy", "{}", d.name);
+        assert_eq!(d.try_metric("gslbd_state_config_version"), Some(2.0));
+    }
+    // Revision 2 of the new history equals the version in force: dropped. Revision 3 is newer:
+    // applied, and by then nothing was reported twice.
+    push(
+        &dir,
+        &a_config,
+        "equal.yaml",
+        &desired.clone().policy("local-only").render(),
+    );
+    let v3 = push(
+        &dir,
+        &a_config,
+        "v3.yaml",
+        &desired.clone().policy("global-quorum").render(),
+    );
+    assert_eq!(v3, 3);
+    wait_applied(&mut ds, v3, "global-quorum");
+    for d in &ds {
+        assert_eq!(d.log_lines("config version ignored").len(), 1, "{}", d.name);
+        assert_eq!(config_events(d, "ignored"), 1.0, "{}", d.name);
+        assert_eq!(config_events(d, "applied"), 3.0, "{}", d.name);
+    }
+}
