@@ -96,8 +96,11 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.admin_listen.clone());
-    let node = Arc::new(Handle::start(options).map_err(|e| e.to_string())?);
-    let mut events = node.subscribe();
+    // Subscribed before the driver starts: the config snapshot can be applied by the core
+    // before a later `subscribe` would be in place, and its endpoints and policy name would
+    // then never be applied here.
+    let (node, mut events) = Handle::start_with_events(options).map_err(|e| e.to_string())?;
+    let node = Arc::new(node);
     let policy = Arc::new(RwLock::new(config.state.policy.to_string()));
     let mut probes = Probes::new(node.clone());
     probes.apply(&config.endpoints);

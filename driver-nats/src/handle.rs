@@ -153,13 +153,23 @@ impl Handle {
     /// Validates `options` and starts the driver on its own thread. Returns at once: decisions
     /// are local until NATS is reached, which happens in the background.
     pub fn start(options: NodeOptions) -> Result<Handle, StartError> {
+        Handle::start_with_events(options).map(|(handle, _)| handle)
+    }
+
+    /// [`Handle::start`], with a subscription to the events that exists before the driver
+    /// starts, so none is missed: a [`Handle::subscribe`] after `start` returns can miss what
+    /// the driver does at once (connecting, and the config snapshot's [`Event::ConfigApplied`]
+    /// on a busy machine).
+    pub fn start_with_events(
+        options: NodeOptions,
+    ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
         let incarnation = crate::clock::wall_now().as_unix_ms();
         let node_config = NodeConfig {
             limits: options.limits.clone(),
             ..NodeConfig::from_config(&options.config, &options.node_id, incarnation)
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (events, first_subscriber) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             metrics: Arc::new(Metrics::new()),
             events,
@@ -195,12 +205,15 @@ impl Handle {
             })
             .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Handle {
-                node_id: options.node_id,
-                commands,
-                shared,
-                thread: Some(thread),
-            }),
+            Ok(Ok(())) => Ok((
+                Handle {
+                    node_id: options.node_id,
+                    commands,
+                    shared,
+                    thread: Some(thread),
+                },
+                first_subscriber,
+            )),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(StartError(e))
