@@ -19,7 +19,7 @@ pub struct Generated {
     /// From here on: no fault, no observation change, every partition healed, broker up,
     /// every node connected, no loss.
     pub quiet_ns: u64,
-    /// When the cluster must have settled: `quiet + TTL + 2 × interval + 2 × largest delay`.
+    /// When the cluster must have settled: `quiet + TTL + largest delay` (the bound).
     pub settle_ns: u64,
 }
 
@@ -186,7 +186,7 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
     };
     let ttl = scenario.state.heartbeat_ttl.as_nanos() as u64;
     let interval = scenario.state.heartbeat_interval.as_nanos() as u64;
-    let settle_ns = quiet_ns + ttl + 2 * interval + 2 * scenario.max_delay_ns();
+    let settle_ns = quiet_ns + ttl + scenario.max_delay_ns();
     scenario.duration_ns = settle_ns + ttl + interval;
     Generated {
         scenario,
