@@ -234,17 +234,16 @@ pub fn expand_config_input(data: &[u8]) -> Cow<'_, [u8]> {
     let Some((unit, tail)) = split_at_marker(rest) else {
         return Cow::Borrowed(data);
     };
-    let mut out = Vec::with_capacity(
-        MAX_EXPANDED_CONFIG_BYTES.min(head.len() + tail.len() + unit.len().saturating_mul(count)),
-    );
-    out.extend_from_slice(head);
-    for _ in 0..count {
-        if out.len() + unit.len() > MAX_EXPANDED_CONFIG_BYTES || unit.is_empty() {
-            break;
+    let mut out = head.to_vec();
+    if !unit.is_empty() {
+        let room = MAX_EXPANDED_CONFIG_BYTES.saturating_sub(out.len());
+        let repeats = count.min(room / unit.len());
+        out.reserve(repeats * unit.len() + tail.len());
+        for _ in 0..repeats {
+            out.extend_from_slice(unit);
         }
-        out.extend_from_slice(unit);
     }
-    let room = MAX_EXPANDED_CONFIG_BYTES - out.len().min(MAX_EXPANDED_CONFIG_BYTES);
+    let room = MAX_EXPANDED_CONFIG_BYTES.saturating_sub(out.len());
     out.extend_from_slice(&tail[..tail.len().min(room)]);
     Cow::Owned(out)
 }
@@ -338,4 +337,27 @@ pub fn config(data: &[u8]) -> bool {
     }
     assert_eq!(node.state_settings().policy, config.state.policy);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeat_inputs_expand_within_the_bound() {
+        assert_eq!(&*expand_config_input(b"a: b\n"), b"a: b\n");
+        assert_eq!(
+            &*expand_config_input(b"#!repeat 3\nx: %%ab%%!\n"),
+            b"x: ababab!\n"
+        );
+        // Found by the scenario target: a huge count overflowed the size computation.
+        let huge = format!("#!repeat {}\n%%xy%%z", usize::MAX);
+        let out = expand_config_input(huge.as_bytes());
+        assert_eq!(out.len(), MAX_EXPANDED_CONFIG_BYTES);
+        assert!(out.starts_with(b"xyxy"));
+        assert_eq!(
+            &*expand_config_input(b"#!repeat 9\nno markers"),
+            b"#!repeat 9\nno markers"
+        );
+    }
 }

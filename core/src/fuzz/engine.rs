@@ -22,6 +22,8 @@ use crate::{
 const CLUSTER: &str = "c";
 const OWN_ID: &str = "me";
 const OWN_INCARNATION: u64 = 2;
+/// The second engine, which hears what the node publishes.
+const PEER_ID: &str = "peer";
 /// Remote node ids, our own among them (messages that claim to be us must be ignored).
 const NODES: [&str; 6] = ["a", "b", "n.1", "ünï ☃", OWN_ID, "z-9"];
 /// At most this many earlier messages are kept for replays.
@@ -460,6 +462,10 @@ struct Harness {
     remembered: Vec<Input>,
     /// The node's own publishes, for echoes.
     own_publishes: Vec<(String, Bytes)>,
+    /// A second engine that hears everything the node publishes, at once and in order.
+    peer: Node,
+    /// Publishes of the node not yet handed to the peer.
+    peer_inbox: Vec<(String, Bytes)>,
     /// Our own observations, as the harness handed them in (valid names only).
     local: BTreeMap<String, bool>,
     /// Endpoints whose KV write the harness reported as failed since their last write.
@@ -489,6 +495,13 @@ impl Harness {
             WallTime::from_unix_ms(WALL_BASE_MS + t_ns / 1_000_000),
         );
         let connect = u.arbitrary()?;
+        // The peer has no observations of its own: under prefer-local its verdicts are the
+        // node's reports.
+        let mut peer_config = NodeConfig {
+            node_id: PEER_ID.to_owned(),
+            ..node_config.clone()
+        };
+        peer_config.state.policy = Policy::PreferLocal;
         let mut h = Harness {
             start: format!(
                 "start at {t_ns} ns: {:?}, connected: {connect}",
@@ -501,6 +514,8 @@ impl Harness {
             wall_skew_ms: 0,
             remembered: Vec::new(),
             own_publishes: Vec::new(),
+            peer: Node::new(peer_config, now).expect("the harness's config is valid"),
+            peer_inbox: Vec::new(),
             local: BTreeMap::new(),
             failed_puts: BTreeSet::new(),
             seen: Seen::default(),
@@ -594,6 +609,7 @@ impl Harness {
         let now = self.now();
         self.node.handle_timeout(now);
         self.model.handle_timeout(now);
+        self.peer.handle_timeout(now);
         let wake = self.node.poll_timeout().expect("a node always has a timer");
         assert!(
             wake > now.mono,
@@ -680,6 +696,7 @@ impl Harness {
         while let Some(out) = self.node.poll_output() {
             self.check_output(out);
         }
+        self.deliver_to_peer();
     }
 
     fn check_output(&mut self, out: Output) {
@@ -737,8 +754,9 @@ impl Harness {
                     _ => panic!("published {kind:?} on {subject:?}: {msg:?}"),
                 }
                 if self.own_publishes.len() < MAX_REMEMBERED {
-                    self.own_publishes.push((subject, payload));
+                    self.own_publishes.push((subject.clone(), payload.clone()));
                 }
+                self.peer_inbox.push((subject, payload));
             }
             Output::KvPut {
                 bucket,
@@ -791,6 +809,27 @@ impl Harness {
                 assert!(version <= current, "ignored a newer config");
             }
         }
+    }
+
+    /// Hands the node's publishes to the peer. Hearing every one in order, the peer never
+    /// needs a re-sync and drops nothing but repeated reports.
+    fn deliver_to_peer(&mut self) {
+        let now = self.now();
+        for (subject, payload) in std::mem::take(&mut self.peer_inbox) {
+            self.peer.handle(now, Input::Received { subject, payload });
+        }
+        while let Some(out) = self.peer.poll_output() {
+            assert!(
+                !matches!(out, Output::Resync { .. }),
+                "the peer heard every publish in order, yet asks for a re-sync: {out:?}"
+            );
+        }
+        let s = self.peer.stats();
+        assert_eq!(
+            s.dropped_total(),
+            s.dropped(DropReason::Duplicate),
+            "the peer dropped the node's messages: {s:?}"
+        );
     }
 
     fn check(&self, step: usize, op: &Op) {
@@ -860,6 +899,20 @@ impl Harness {
             );
         }
         assert_eq!(s.dropped(DropReason::OutputQueueFull), 0);
+        // While connected, a peer that hears the node live sees exactly its observations.
+        if self.node.is_connected() && self.peer.active_member_ids().iter().any(|m| m == OWN_ID) {
+            for (ep, d) in self.peer.decisions() {
+                let want = self.local.get(ep).copied();
+                assert_eq!(d.healthy, want, "the peer's view of {ep:?} {}", ctx());
+            }
+            for ep in self.local.keys() {
+                assert!(
+                    self.peer.decision(ep).is_some(),
+                    "the peer never heard of {ep:?} {}",
+                    ctx()
+                );
+            }
+        }
         // While connected, with every output carried out, peers have been told every local
         // observation: by the report batches, and by the KV unless a write of it failed.
         if self.node.is_connected() {
