@@ -13,6 +13,9 @@ use crate::world::{self, RunOptions};
 pub struct BenchResult {
     /// Wall time of the simulation (building the scenario excluded).
     pub wall: Duration,
+    /// CPU time of this process during the simulation, where the OS tells it (Linux); on a
+    /// shared machine this is the figure that does not depend on the neighbours.
+    pub cpu: Option<Duration>,
     /// Deliveries handed to cores.
     pub deliveries: u64,
     /// Events processed.
@@ -81,9 +84,13 @@ pub fn scenario(nodes: usize, endpoints: usize, duration: Duration) -> Scenario 
 /// Builds and runs the benchmark scenario, timing the run.
 pub fn run(nodes: usize, endpoints: usize, duration: Duration) -> BenchResult {
     let s = scenario(nodes, endpoints, duration);
+    let cpu_before = cpu_time();
     let started = std::time::Instant::now();
     let outcome = world::run(&s, RunOptions::default());
     let wall = started.elapsed();
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let decisions = outcome
         .trace
         .records
@@ -92,8 +99,21 @@ pub fn run(nodes: usize, endpoints: usize, duration: Duration) -> BenchResult {
         .count();
     BenchResult {
         wall,
+        cpu,
         deliveries: outcome.deliveries,
         events: outcome.events,
         decisions,
     }
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; clock
+/// ticks of 10 ms).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }

@@ -18,8 +18,9 @@
 //!   [`crate::world::queue_bound`] events queued; at most `nodes × (endpoints + 1)` KV
 //!   entries; every node knows at most `endpoints` endpoints and remembers at most `nodes`
 //!   members; no core drops an output on a full queue.
-//! * **agreement** (A and B, at `settle = quiet + TTL + largest delay` and again at the end): let R be the running nodes. Every node of R has exactly R as its
-//!   active members, and every node r of R decides every endpoint exactly as
+//! * **agreement** (A and B, at `settle = quiet + TTL + largest delay` and again at the
+//!   end): let R be the running nodes. Every node of R has exactly R as its active members,
+//!   and every node r of R decides every endpoint exactly as
 //!   [`gslb_state_core::policy::decide`] does from r's own observation and the observations
 //!   of R without r (verdict, source and both counts). So nodes with the same inputs decide
 //!   alike under every policy — under the global policies all of R share one verdict and one

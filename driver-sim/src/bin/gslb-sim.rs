@@ -339,9 +339,13 @@ fn cmd_bench(args: &[String]) -> ExitCode {
         return usage_error("--nodes must be 2..=1000 and --endpoints 1..=100000");
     }
     let r = bench::run(nodes, endpoints, duration);
+    let cpu = r
+        .cpu
+        .map(|c| format!(" ({:.2}s CPU)", c.as_secs_f64()))
+        .unwrap_or_default();
     println!(
         "gslb-sim bench: {nodes} nodes x {endpoints} endpoints x {} simulated, heartbeat 1s: \
-         {:.2}s wall, {} deliveries ({:.0} ns each), {} events, {} decision changes",
+         {:.2}s wall{cpu}, {} deliveries ({:.0} ns each), {} events, {} decision changes",
         humantime::format_duration(duration),
         r.wall.as_secs_f64(),
         r.deliveries,
