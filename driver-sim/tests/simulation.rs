@@ -310,3 +310,19 @@ fn bounds_hold_on_a_larger_cluster() {
     assert!(o.bound_violations.is_empty(), "{:?}", o.bound_violations);
     assert!(o.peak_queue > 0 && o.peak_queue <= gslb_state_sim::world::queue_bound(12));
 }
+
+#[test]
+fn zero_delay_links_and_jitter_larger_than_latency_still_run() {
+    for (latency_ms, jitter_ms) in [(0, 0), (5, 10)] {
+        let mut s = Scenario::new(5, secs(20), state(Policy::GlobalQuorum), &["a", "b", "c"]);
+        s.network.default.latency_ns = latency_ms * NS_PER_MS;
+        s.network.default.jitter_ns = jitter_ms * NS_PER_MS;
+        s.at(secs(0), observe(0, "web", Some(true)));
+        s.at(secs(5), EventKind::Crash(1));
+        expect(&mut s, 4, 2, verdict("web", Some(true), Source::Global));
+        expect(&mut s, 12, 2, members(&["a", "c"]));
+        let o = run(&s, RunOptions::default());
+        assert_all_hold(&o);
+        assert!(o.deliveries > 100, "{}", o.deliveries);
+    }
+}
