@@ -5,7 +5,7 @@
 //!
 //! | output | what the simulation does |
 //! | --- | --- |
-//! | `Publish` | fans out to every running node (the sender too), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile |
+//! | `Publish` | fans out to every other running node (the NATS driver connects with `no_echo`), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile |
 //! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it, else `KvPutFailed` is handed back |
 //! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
 //! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
@@ -825,7 +825,8 @@ impl<'a> World<'a> {
         let mut arrivals = Vec::with_capacity(self.nodes.len());
         let mut delays = [0u64; MAX_COPIES];
         for to in 0..self.nodes.len() {
-            if self.nodes[to].core.is_none() || !self.net.path_open(n, to) {
+            // The NATS driver connects with `no_echo`: a node does not hear itself.
+            if to == n || self.nodes[to].core.is_none() || !self.net.path_open(n, to) {
                 continue;
             }
             let (copies, held_back) =

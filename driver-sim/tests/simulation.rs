@@ -323,6 +323,6 @@ fn zero_delay_links_and_jitter_larger_than_latency_still_run() {
         expect(&mut s, 12, 2, members(&["a", "c"]));
         let o = run(&s, RunOptions::default());
         assert_all_hold(&o);
-        assert!(o.deliveries > 100, "{}", o.deliveries);
+        assert!(o.deliveries > 50, "{}", o.deliveries);
     }
 }
