@@ -27,15 +27,21 @@ const STATE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a shutdown may spend flushing.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// Entries in flight from KV readers to the driver loop.
-const READ_CHANNEL: usize = 8192;
+/// Messages in flight from background tasks to the driver loop (KV entries come in batches of
+/// up to [`kv::READ_BATCH`]).
+const READ_CHANNEL: usize = 64;
+/// Most KV entries handled between two passes over the outputs.
+const MAX_ENTRIES_PER_TURN: usize = 16 * kv::READ_BATCH;
 
 /// What background tasks report to the driver loop.
 pub(crate) enum Internal {
     /// Buckets are open; the snapshot is next.
     StoresReady,
-    /// An entry read from a bucket.
-    Entry { bucket: Bucket, entry: ReadEntry },
+    /// Entries read from a bucket.
+    Entries {
+        bucket: Bucket,
+        entries: Vec<ReadEntry>,
+    },
     /// A read finished (`node` = the member re-synced, `None` = whole buckets).
     ReadDone {
         node: Option<String>,
@@ -190,10 +196,13 @@ pub(crate) async fn run(
             }
             Some(event) = nats_events.recv() => d.on_nats_event(event, &stores_tx),
             Some(internal) = internal_rx.recv() => {
-                d.on_internal(internal);
+                let mut entries = d.on_internal(internal);
                 for _ in 0..MAX_MESSAGES_PER_TURN {
+                    if entries >= MAX_ENTRIES_PER_TURN {
+                        break;
+                    }
                     match internal_rx.try_recv() {
-                        Ok(internal) => d.on_internal(internal),
+                        Ok(internal) => entries += d.on_internal(internal),
                         Err(_) => break,
                     }
                 }
@@ -412,18 +421,25 @@ impl Driver {
         }
     }
 
-    fn on_internal(&mut self, internal: Internal) {
+    /// Hands `internal` to the core; returns how many KV entries it held.
+    fn on_internal(&mut self, internal: Internal) -> usize {
         let now = self.now();
         match internal {
             Internal::StoresReady => {}
-            Internal::Entry { bucket, entry } => self.node.handle(
-                now,
-                Input::KvEntry {
-                    bucket,
-                    key: entry.key,
-                    value: entry.value,
-                },
-            ),
+            Internal::Entries { bucket, entries } => {
+                let n = entries.len();
+                for entry in entries {
+                    self.node.handle(
+                        now,
+                        Input::KvEntry {
+                            bucket,
+                            key: entry.key,
+                            value: entry.value,
+                        },
+                    );
+                }
+                return n;
+            }
             Internal::ReadDone { node, snapshot } => {
                 if snapshot && !self.snapshot_done {
                     self.snapshot_done = true;
@@ -433,6 +449,10 @@ impl Driver {
                         endpoints = self.node.endpoint_count(),
                         "health snapshot loaded"
                     );
+                    let _ = self.shared.events.send(Event::SnapshotLoaded {
+                        active_members: self.node.active_members(),
+                        endpoints: self.node.endpoint_count(),
+                    });
                 }
                 self.node.handle(now, Input::KvReadDone { node });
             }
@@ -450,10 +470,14 @@ impl Driver {
                 );
             }
         }
+        0
     }
 
     /// Carries out every output of the core.
     async fn carry_out(&mut self) {
+        // Decisions are handed out together at the end: one lock of the shared map for all,
+        // and no allocation for an endpoint already in it (a snapshot changes millions).
+        let mut decided: Vec<(String, gslb_state_core::Decision)> = Vec::new();
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Publish {
@@ -498,13 +522,7 @@ impl Driver {
                         total_reports = decision.total_reports,
                         "decision changed"
                     );
-                    if let Ok(mut map) = self.shared.decisions.write() {
-                        map.insert(endpoint.clone(), decision);
-                    }
-                    let _ = self
-                        .shared
-                        .events
-                        .send(Event::Decision { endpoint, decision });
+                    decided.push((endpoint, decision));
                 }
                 Output::MemberUp {
                     node,
@@ -549,6 +567,24 @@ impl Driver {
                     self.metrics.count_config("ignored");
                     tracing::info!(cluster = %self.cluster_id, version, current, "config version ignored: not newer than the one in force");
                 }
+            }
+        }
+        if !decided.is_empty() {
+            if let Ok(mut map) = self.shared.decisions.write() {
+                for (endpoint, decision) in &decided {
+                    match map.get_mut(endpoint.as_str()) {
+                        Some(d) => *d = *decision,
+                        None => {
+                            map.insert(endpoint.clone(), *decision);
+                        }
+                    }
+                }
+            }
+            for (endpoint, decision) in decided {
+                let _ = self
+                    .shared
+                    .events
+                    .send(Event::Decision { endpoint, decision });
             }
         }
         self.metrics
@@ -674,13 +710,13 @@ async fn read_into(
     internal: &mpsc::Sender<Internal>,
     metrics: &Metrics,
 ) {
-    let (tx, mut rx) = mpsc::channel(READ_CHANNEL);
+    let (tx, mut rx) = mpsc::channel::<Vec<ReadEntry>>(2);
     let forward = async {
         let mut n = 0u64;
-        while let Some(entry) = rx.recv().await {
-            n += 1;
+        while let Some(entries) = rx.recv().await {
+            n += entries.len() as u64;
             if internal
-                .send(Internal::Entry { bucket, entry })
+                .send(Internal::Entries { bucket, entries })
                 .await
                 .is_err()
             {

@@ -66,6 +66,14 @@ pub enum Event {
         /// Why.
         reason: DownReason,
     },
+    /// The health snapshot was read from the KV at start-up (logged as `health snapshot
+    /// loaded`): the members and reports stored there are in the view.
+    SnapshotLoaded {
+        /// Active members, this node included.
+        active_members: usize,
+        /// Endpoints known.
+        endpoints: usize,
+    },
     /// Connected to NATS.
     Connected,
     /// Lost the connection to NATS.

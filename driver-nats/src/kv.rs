@@ -11,8 +11,8 @@ use async_nats::jetstream::consumer::push;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use gslb_state_core::Bucket;
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,9 @@ const MAX_VALUE_BYTES: i32 = 1024 * 1024;
 const MAX_WRITES_IN_FLIGHT: usize = 256;
 /// A prefix read gives up when no entry arrives for this long.
 const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most entries handed on at once by a prefix read. Entries travel in batches so that a
+/// snapshot of millions costs a channel hop and a clock read per batch, not per entry.
+pub(crate) const READ_BATCH: usize = 1024;
 
 /// Opens bucket `name`, creating it when absent: three replicas when the cluster allows, one
 /// otherwise; history 1 (only the newest value of a key matters).
@@ -65,12 +68,13 @@ pub(crate) struct ReadEntry {
 }
 
 /// Reads the newest value of every key of `store` matching `key_filter` (`>` for all), sending
-/// each to `out`. Deleted and purged keys are skipped. Returns how many entries were read.
+/// them to `out` in batches of at most [`READ_BATCH`] (a batch goes out as soon as no further
+/// entry is ready). Deleted and purged keys are skipped. Returns how many entries were read.
 pub(crate) async fn read_prefix(
     client: &async_nats::Client,
     store: &kv::Store,
     key_filter: &str,
-    out: &mpsc::Sender<ReadEntry>,
+    out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, String> {
     let subject_prefix = format!("$KV.{}.", store.name);
     let consumer = store
@@ -93,38 +97,96 @@ pub(crate) async fn read_prefix(
         .await
         .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
     let mut read = 0u64;
+    let mut batch = Vec::with_capacity(READ_BATCH.min(usize::try_from(pending).unwrap_or(0)));
     loop {
-        let next = tokio::time::timeout(READ_IDLE_TIMEOUT, messages.next())
-            .await
-            .map_err(|_| {
-                format!(
-                    "reading {}: no entry for {READ_IDLE_TIMEOUT:?}",
-                    store.stream_name
-                )
-            })?;
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
+                    return Ok(read);
+                }
+                tokio::time::timeout(READ_IDLE_TIMEOUT, messages.next())
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "reading {}: no entry for {READ_IDLE_TIMEOUT:?}",
+                            store.stream_name
+                        )
+                    })?
+            }
+        };
         let message = match next {
             Some(Ok(m)) => m,
             Some(Err(e)) => return Err(format!("reading {}: {e}", store.stream_name)),
             None => return Err(format!("reading {}: consumer ended", store.stream_name)),
         };
-        let remaining = message.info().map(|i| i.pending).unwrap_or(0);
+        let remaining = pending_of(&message);
         let deleted = message
             .headers
             .as_ref()
             .and_then(|h| h.get("KV-Operation"))
             .is_some_and(|op| op.as_str() != "PUT");
         if !deleted && let Some(key) = message.subject.strip_prefix(subject_prefix.as_str()) {
-            let entry = ReadEntry {
+            batch.push(ReadEntry {
                 key: key.to_owned(),
                 value: message.payload.clone(),
-            };
-            if out.send(entry).await.is_err() {
-                return Ok(read);
-            }
+            });
             read += 1;
         }
-        if remaining == 0 {
-            return Ok(read);
+        if remaining == 0 || batch.len() >= READ_BATCH {
+            if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
+                return Ok(read);
+            }
+            if remaining == 0 {
+                return Ok(read);
+            }
+        }
+    }
+}
+
+/// How many messages the consumer has left after `message`: a token of its reply subject,
+/// `$JS.ACK.[<domain>.<account hash>.]<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+/// seq>.<timestamp>.<pending>[.<token>]` (ADR-15), read without parsing the others as
+/// [`jetstream::Message::info`] does (timestamps included, a cost that shows in a snapshot of
+/// millions of entries).
+fn pending_of(message: &jetstream::Message) -> u64 {
+    message
+        .reply
+        .as_deref()
+        .and_then(pending_in_reply)
+        .unwrap_or_else(|| message.info().map(|i| i.pending).unwrap_or(0))
+}
+
+/// The `pending` token of a `$JS.ACK.` reply subject (see [`pending_of`]).
+fn pending_in_reply(reply: &str) -> Option<u64> {
+    let index = match reply.split('.').count() {
+        9 => 8,
+        n if n >= 11 => 10,
+        _ => return None,
+    };
+    reply.split('.').nth(index)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pending_is_read_from_both_reply_subject_forms() {
+        for (reply, pending) in [
+            (
+                "$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.1234",
+                Some(1234),
+            ),
+            (
+                "$JS.ACK.gslb.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.0",
+                Some(0),
+            ),
+            (
+                "$JS.ACK.gslb.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.99.tok",
+                Some(99),
+            ),
+            ("$JS.ACK.too.short", None),
+        ] {
+            assert_eq!(super::pending_in_reply(reply), pending, "{reply}");
         }
     }
 }

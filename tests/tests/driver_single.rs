@@ -32,8 +32,21 @@ async fn three_nodes_converge_a_flip_reaches_every_other_and_metrics_count_it() 
     .await
     .unwrap();
     let n3 = start(&urls, "prefer-local", "n3");
+    let mut n3_events = n3.subscribe();
     n3.set_health("web", Some(false)).unwrap();
     wait_members_all(&[&n1, &n2, &n3], &["n1", "n2", "n3"], SOON).await;
+
+    // n3's start-up snapshot held n1's report on "api" (and n3's own "web").
+    let loaded = tokio::time::timeout(SOON, async {
+        loop {
+            if let Event::SnapshotLoaded { endpoints, .. } = n3_events.recv().await.unwrap() {
+                break endpoints;
+            }
+        }
+    })
+    .await
+    .expect("n3 loads its snapshot");
+    assert!(loaded >= 2, "endpoints after n3's snapshot: {loaded}");
 
     // Only n1 observes "api": the others decide it from n1's report.
     wait_decision_all(&[&n2, &n3], "api", Some(true), Source::Global, SOON).await;

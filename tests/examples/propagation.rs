@@ -1,0 +1,477 @@
+//! Benchmark of the NATS driver on a real 3-server JetStream cluster (R3 buckets).
+//!
+//! ```text
+//! cargo run --release -p gslb-state-tests --example propagation -- [FLIPS] [NODES] [ENDPOINTS] [SNAPSHOT_NODES] [SNAPSHOT_REPORTS]
+//! ```
+//!
+//! FLIPS = 0 skips the propagation part. Defaults: 300 flips, 10 nodes, 10,000 endpoints, and a snapshot of 20 nodes × 100,000
+//! reports. Two measurements:
+//!
+//! 1. **Propagation.** Every node reports every endpoint, half of them healthy, under
+//!    `global-quorum` at 51 %: 5 of 10 is not enough, 6 of 10 is. One node of the unhealthy
+//!    half flips an endpoint, which changes the decision at every node; the time from
+//!    `set_health` to the `Decision` event at each other node is one sample. After each flip, a
+//!    plain client publishes one message to as many plain subscribers (each its own connection)
+//!    and the publish-to-delivery time is measured the same way: the raw NATS figure of the
+//!    same run, under the same load.
+//! 2. **Snapshot load.** The reports and membership records of SNAPSHOT_NODES nodes are written
+//!    into a second cluster's buckets with the core's codec; a new node starts and the time
+//!    until its health snapshot is loaded ([`Event::SnapshotLoaded`]) is measured.
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use gslb_state_core::codec::{MemberRecord, Message, ReportRecord, ReportState, encode};
+use gslb_state_core::{Bucket, Config, Names, Source};
+use gslb_state_nats::{Event, Handle, NodeOptions};
+use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Receive times of the latest samples, keyed by (receiver, sample key).
+type Arrivals = Arc<Mutex<HashMap<(usize, String), Instant>>>;
+
+fn config(cluster_id: &str, urls: &[String], ttl: &str) -> Res<Config> {
+    let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    Ok(Config::from_yaml(&format!(
+        "cluster:\n  id: \"{cluster_id}\"\n\
+         state:\n  healthPolicy: \"global-quorum\"\n  quorumMinPercent: 51\n  heartbeatInterval: \"1s\"\n  heartbeatTTL: \"{ttl}\"\n\
+         nats:\n  servers: [{}]\n  pingInterval: \"2s\"\n  jetStream:\n    domain: \"{DEFAULT_DOMAIN}\"\n",
+        servers.join(", ")
+    ))?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+    println!(
+        "{name:<34} n={:<5} p50={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
+        samples.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    (p50, p99)
+}
+
+/// Waits until every receiver but `except` has an arrival for `key`; returns the delays.
+async fn collect(
+    arrivals: &Arrivals,
+    receivers: usize,
+    except: Option<usize>,
+    key: &str,
+    sent: Instant,
+) -> Res<Vec<Duration>> {
+    let deadline = sent + Duration::from_secs(10);
+    loop {
+        {
+            let map = arrivals.lock().unwrap();
+            let got: Vec<Duration> = (0..receivers)
+                .filter(|r| Some(*r) != except)
+                .filter_map(|r| map.get(&(r, key.to_owned())))
+                .map(|t| t.saturating_duration_since(sent))
+                .collect();
+            if got.len() == receivers - usize::from(except.is_some()) {
+                return Ok(got);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{key}: not every receiver got it within 10 s").into());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: usize) -> Res<()> {
+    let urls = cluster.urls();
+    let names: Vec<String> = (0..endpoints).map(|i| format!("ep{i:05}")).collect();
+    let config = config("prop", &urls, "5s")?;
+    let nodes: Vec<Handle> = (0..n)
+        .map(|i| Handle::start(NodeOptions::new(config.clone(), &format!("n{i}"))))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for (i, node) in nodes.iter().enumerate() {
+        for e in &names {
+            node.set_health(e, Some(i < n / 2))?;
+        }
+    }
+    // Every node counts every report: n/2 of n healthy is below 51 %.
+    for node in &nodes {
+        loop {
+            let members = node.members().await?.iter().filter(|m| m.active).count();
+            let ready = node
+                .decisions()
+                .await?
+                .iter()
+                .filter(|(_, d)| d.total_reports as usize == n && d.source == Source::Global)
+                .count();
+            if members == n && ready == endpoints {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                let stuck: Vec<_> = node
+                    .decisions()
+                    .await?
+                    .into_iter()
+                    .filter(|(_, d)| d.total_reports as usize != n || d.source != Source::Global)
+                    .take(5)
+                    .collect();
+                let reports: Vec<_> = node
+                    .members()
+                    .await?
+                    .iter()
+                    .map(|m| (m.node.clone(), m.reports))
+                    .collect();
+                let published: Vec<_> = nodes
+                    .iter()
+                    .map(|n| {
+                        let text = n.metrics().encode();
+                        let line = text
+                            .lines()
+                            .find(|l| {
+                                l.starts_with("gslbd_state_nats_published_total{type=\"health\"}")
+                            })
+                            .map(str::to_owned);
+                        (n.node_id().to_owned(), line)
+                    })
+                    .collect();
+                return Err(format!(
+                    "{}: {members} members, {ready} ready; stuck {stuck:?}; reports {reports:?}; {:?}; published {published:?}",
+                    node.node_id(),
+                    node.stats().await?,
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "setup: {n} nodes x {endpoints} endpoints converged in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Our decisions, timestamped as they arrive.
+    let arrivals: Arrivals = Arc::default();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut events = node.subscribe();
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if let Event::Decision { endpoint, .. } = event {
+                    let now = Instant::now();
+                    arrivals.lock().unwrap().insert((i, endpoint), now);
+                }
+            }
+        });
+    }
+    // Raw NATS: one publisher, n - 1 subscribers, each its own connection.
+    let raw_arrivals: Arrivals = Arc::default();
+    let publisher = async_nats::connect(urls.clone()).await?;
+    for r in 0..n - 1 {
+        let client = async_nats::connect(urls.clone()).await?;
+        let mut sub = client.subscribe("raw.bench").await?;
+        client.flush().await?;
+        let raw_arrivals = raw_arrivals.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                let now = Instant::now();
+                let key = String::from_utf8_lossy(&m.payload).into_owned();
+                raw_arrivals.lock().unwrap().insert((r, key), now);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    let mut state = vec![false; endpoints];
+    for k in 0..flips {
+        let flipper = n / 2 + k % (n - n / 2);
+        let e = k % endpoints;
+        state[e] = !state[e];
+        let key = names[e].clone();
+        arrivals
+            .lock()
+            .unwrap()
+            .retain(|(_, endpoint), _| *endpoint != key);
+        let sent = Instant::now();
+        nodes[flipper].set_health(&key, Some(state[e]))?;
+        ours.extend(collect(&arrivals, n, Some(flipper), &key, sent).await?);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+
+        let key = format!("m{k}");
+        let sent = Instant::now();
+        publisher
+            .publish("raw.bench", Bytes::from(key.clone()))
+            .await?;
+        raw.extend(collect(&raw_arrivals, n - 1, None, &key, sent).await?);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!("propagation, {n} nodes, {endpoints} endpoints, {flips} flips:");
+    let (_, ours_p99) = summary("  health change -> decision", ours);
+    let (_, raw_p99) = summary("  raw NATS publish -> delivery", raw);
+    println!(
+        "  p99 ratio: {:.2} (target <= 2.00)",
+        ours_p99.as_secs_f64() / raw_p99.as_secs_f64().max(1e-9)
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<()> {
+    let cluster_id = "snap";
+    let names = Names::new(cluster_id);
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_secs(30)))
+        .connect(cluster.urls())
+        .await?;
+    let js = jetstream::with_domain(client.clone(), DEFAULT_DOMAIN);
+    for bucket in [Bucket::Members, Bucket::Health] {
+        // As the driver creates them.
+        js.create_key_value(kv::Config {
+            bucket: names.bucket(bucket).to_owned(),
+            history: 1,
+            max_value_size: 1024 * 1024,
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let t = Instant::now();
+    let health = names.bucket(Bucket::Health).to_owned();
+    let endpoints: Vec<String> = (0..reports).map(|i| format!("ep{i:06}")).collect();
+    let now_ms = unix_ms();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for w in 0..writers {
+        let node = format!("w{w}");
+        for (i, e) in endpoints.iter().enumerate() {
+            let value = encode(&Message::Report(ReportRecord {
+                cluster: cluster_id,
+                node: &node,
+                endpoint: e,
+                incarnation: 1,
+                seq: i as u64 + 1,
+                sent_unix_ms: now_ms,
+                state: if (i + w) % 3 == 0 {
+                    ReportState::Unhealthy
+                } else {
+                    ReportState::Healthy
+                },
+            }));
+            let subject = format!("$KV.{health}.{}", names.report_key(&node, e));
+            acks.push(js.publish(subject, value).await?.into_future());
+            if acks.len() >= 4096 {
+                acks.next().await.transpose()?;
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let members = js.get_key_value(names.bucket(Bucket::Members)).await?;
+    for w in 0..writers {
+        let node = format!("w{w}");
+        let value = encode(&Message::Member(MemberRecord {
+            cluster: cluster_id,
+            node: &node,
+            region: "",
+            incarnation: 1,
+            hb_seq: 1,
+            sent_unix_ms: unix_ms(),
+            report_seq: reports as u64,
+        }));
+        members.put(names.member_key(&node), value).await?;
+    }
+    println!(
+        "snapshot: wrote {writers} nodes x {reports} reports (R3) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The core alone, fed the same entries in the same order: what any driver must spend.
+    let mut core = gslb_state_core::Node::new(
+        gslb_state_core::NodeConfig::from_config(
+            &config(cluster_id, &cluster.urls(), "10m")?,
+            "reader",
+            1,
+        ),
+        gslb_state_core::Now::new(
+            gslb_state_core::Instant::from_nanos(0),
+            gslb_state_core::WallTime::from_unix_ms(unix_ms()),
+        ),
+    )?;
+    let entries: Vec<(String, Bytes)> = (0..writers)
+        .flat_map(|w| {
+            let node = format!("w{w}");
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let value = encode(&Message::Report(ReportRecord {
+                        cluster: cluster_id,
+                        node: &node,
+                        endpoint: e,
+                        incarnation: 1,
+                        seq: i as u64 + 1,
+                        sent_unix_ms: now_ms,
+                        state: if (i + w) % 3 == 0 {
+                            ReportState::Unhealthy
+                        } else {
+                            ReportState::Healthy
+                        },
+                    }));
+                    (names.report_key(&node, e), value)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let t = Instant::now();
+    let now = gslb_state_core::Now::new(
+        gslb_state_core::Instant::from_nanos(1),
+        gslb_state_core::WallTime::from_unix_ms(unix_ms()),
+    );
+    for w in 0..writers {
+        let node = format!("w{w}");
+        let value = encode(&Message::Member(MemberRecord {
+            cluster: cluster_id,
+            node: &node,
+            region: "",
+            incarnation: 1,
+            hb_seq: 1,
+            sent_unix_ms: unix_ms(),
+            report_seq: reports as u64,
+        }));
+        core.handle(
+            now,
+            gslb_state_core::Input::KvEntry {
+                bucket: Bucket::Members,
+                key: names.member_key(&node),
+                value,
+            },
+        );
+    }
+    for chunk in entries.chunks(16 * 1024) {
+        for (key, value) in chunk {
+            core.handle(
+                now,
+                gslb_state_core::Input::KvEntry {
+                    bucket: Bucket::Health,
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+            );
+        }
+        while core.poll_output().is_some() {}
+    }
+    println!(
+        "core alone: {writers} active members' {} report entries handed in (outputs drained every 16k) in {:.3} s",
+        entries.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop((core, entries));
+
+    let start = Instant::now();
+    let node = Handle::start(NodeOptions::new(
+        config(cluster_id, &cluster.urls(), "10m")?,
+        "reader",
+    ))
+    .map_err(|e| e.to_string())?;
+    // Polled rather than awaited as an event: a subscriber would clone a million decision
+    // events on this machine's two cores.
+    let mut connected = None;
+    let total = (writers * reports) as u64;
+    loop {
+        if connected.is_none() && node.is_connected() {
+            connected = Some(start.elapsed());
+        }
+        if node.stats().await?.reports_applied >= total {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err("snapshot not loaded within 120 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let active = node.members().await?.iter().filter(|m| m.active).count();
+    let known = node.decisions().await?.len();
+    let took = start.elapsed();
+    let applied = node.stats().await?.reports_applied;
+    println!(
+        "snapshot load: {writers} nodes x {reports} reports in {:.3} s from start ({:.3} s after connecting); \
+         {active} active members, {known} endpoints, {applied} reports applied (target <= 2 s)",
+        took.as_secs_f64(),
+        (took - connected.unwrap_or_default()).as_secs_f64()
+    );
+    if applied != (writers * reports) as u64 {
+        return Err(format!("only {applied} of {} reports applied", writers * reports).into());
+    }
+    node.shutdown().await;
+
+    // The floor: the same entries read by a bare ordered consumer, nothing done with them.
+    let store = js.get_key_value(&health).await?;
+    let t = Instant::now();
+    let consumer = store
+        .stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("$KV.{health}.>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut read = 0usize;
+    while let Some(m) = messages.next().await {
+        read += 1;
+        if m?.info()?.pending == 0 {
+            break;
+        }
+    }
+    println!(
+        "raw read of the same {read} entries (one ordered consumer, nothing done with them): {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
+    let mut next = |default: usize| args.next().transpose().map(|v| v.unwrap_or(default));
+    let flips = next(300)?;
+    let n = next(10)?;
+    let endpoints = next(10_000)?;
+    let writers = next(20)?;
+    let reports = next(100_000)?;
+    let cluster = NatsCluster::start(3, ServerOpts::default())?;
+    if flips > 0 {
+        propagation(&cluster, flips, n, endpoints).await?;
+    }
+    snapshot(&cluster, writers, reports).await?;
+    Ok(())
+}
