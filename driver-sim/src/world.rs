@@ -256,7 +256,7 @@ pub struct World<'a> {
     local: BinaryHeap<Scheduled>,
     /// The node running in the current window, and the window's end.
     window_node: Option<u32>,
-    window_end: u64,
+    window_end: (u64, u8),
     /// Per node: its events of the current window (kept to reuse their memory).
     win_buckets: Vec<Vec<WinItem>>,
     /// The messages delivered in the current window.
@@ -310,7 +310,7 @@ impl<'a> World<'a> {
             globals: BinaryHeap::new(),
             local: BinaryHeap::new(),
             window_node: None,
-            window_end: 0,
+            window_end: (0, 0),
             win_buckets: (0..n).map(|_| Vec::new()).collect(),
             win_flights: Vec::new(),
             link_last: vec![0; n * n],
@@ -402,7 +402,9 @@ impl<'a> World<'a> {
             ev,
         };
         match &s.ev {
-            Ev::Timer { node, .. } if self.window_node == Some(*node) && t_ns < self.window_end => {
+            Ev::Timer { node, .. }
+                if self.window_node == Some(*node) && (t_ns, 0) < self.window_end =>
+            {
                 self.local.push(s);
             }
             Ev::Timer { .. } | Ev::Deliver { .. } => self.queue.push(s),
@@ -492,7 +494,7 @@ impl<'a> World<'a> {
         touched.sort_unstable();
         let first_record = self.out.trace.records.len();
         let first_down = self.out.downs.len();
-        self.window_end = bound.0;
+        self.window_end = bound;
         for node in touched {
             self.window_node = Some(node);
             let mut items = std::mem::take(&mut buckets[node as usize]);
@@ -527,7 +529,7 @@ impl<'a> World<'a> {
             buckets[node as usize] = items;
         }
         self.window_node = None;
-        self.window_end = 0;
+        self.window_end = (0, 0);
         flights.clear();
         self.win_flights = flights;
         self.win_buckets = buckets;
