@@ -136,6 +136,13 @@ impl TimerReason {
     }
 }
 
+/// Our wall clock minus a sender's timestamp, in ms, saturating: the timestamp is outside input
+/// and may be anything.
+fn clock_offset_ms(ours: WallTime, sent_unix_ms: u64) -> i64 {
+    let diff = i128::from(ours.as_unix_ms()) - i128::from(sent_unix_ms);
+    i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// Anti-entropy (a read of the members bucket) runs every this many maintenance ticks.
 const ANTI_ENTROPY_EVERY_TICKS: u64 = 30;
 
@@ -736,7 +743,7 @@ impl Node {
         }
         match (kind, msg) {
             (SubjectKind::Heartbeat, Message::Heartbeat(hb)) => {
-                let offset = self.wall.as_unix_ms() as i64 - hb.sent_unix_ms as i64;
+                let offset = clock_offset_ms(self.wall, hb.sent_unix_ms);
                 self.on_heartbeat(&hb, self.now, offset);
             }
             (SubjectKind::Health, Message::Reports(batch)) => self.on_batch(&batch),
@@ -915,7 +922,7 @@ impl Node {
             sent_unix_ms: rec.sent_unix_ms,
             report_seq: rec.report_seq,
         };
-        let offset = self.wall.as_unix_ms() as i64 - rec.sent_unix_ms as i64;
+        let offset = clock_offset_ms(self.wall, rec.sent_unix_ms);
         if age <= self.ttl() {
             let heard_at = Instant::from_nanos(
                 self.now

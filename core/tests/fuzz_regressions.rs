@@ -120,3 +120,31 @@ fn a_repair_of_thousands_of_long_names_stays_under_the_payload_bound() {
     }
     assert_eq!(items, names.len());
 }
+
+/// Found by the `engine` target: a heartbeat or membership record stamped just past 2^63 ms
+/// overflowed the clock-offset subtraction, a panic in builds with overflow checks (and a
+/// wrapped offset otherwise).
+#[test]
+fn absurd_sender_timestamps_saturate_the_clock_offset() {
+    let mut me = connected("me");
+    let far_future = (1u64 << 63) + 5;
+    me.handle(at(10), Peer::new("a", 1).heartbeat(1, 0, far_future));
+    me.handle(at(10), Peer::new("b", 1).member_record(1, 0, far_future));
+    me.handle(at(10), Peer::new("c", 1).heartbeat(1, 0, u64::MAX));
+    let offsets: Vec<(String, i64)> = me
+        .members()
+        .into_iter()
+        .filter(|m| !m.local)
+        .map(|m| (m.node, m.clock_offset_ms))
+        .collect();
+    let near = i64::try_from(i128::from(WALL_BASE_MS + 10) - i128::from(far_future)).unwrap();
+    assert_eq!(
+        offsets,
+        [
+            ("a".to_owned(), near),
+            ("b".to_owned(), near),
+            ("c".to_owned(), i64::MIN)
+        ]
+    );
+    assert_eq!(me.active_members(), 4, "the timestamps change no liveness");
+}
