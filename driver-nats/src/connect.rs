@@ -27,6 +27,9 @@ pub(crate) fn install_crypto_provider() {
     let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Commands (publishes, KV requests) the client may queue; async-nats's default is 2048.
+const CLIENT_QUEUE: usize = 65_536;
+
 /// A failure that repeats unchanged is logged again after this long.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -171,9 +174,17 @@ pub(crate) async fn options_recording(
     }
     Ok(opts
         .name(client_name)
+        // A node has no use for its own messages back (and with many changes they cost).
+        .no_echo()
+        // Room for a burst of changes (a publish and a KV write each) without the driver's
+        // publish timing out on a full queue and the change being lost to peers.
+        .client_capacity(CLIENT_QUEUE)
         // A node has no use for its own heartbeats and reports: without this the server sends
         // every one back, doubling inbound traffic and inflating `nats_received_total`.
         .no_echo()
+        // Room for a burst of changes (a publish and a KV write each) without the driver's
+        // publish timing out on a full queue and the change being lost to peers.
+        .client_capacity(CLIENT_QUEUE)
         .ping_interval(settings.ping_interval)
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(Duration::from_secs(2).max(settings.connect_timeout)))

@@ -10,7 +10,7 @@ use async_nats::{Client, Event as NatsEvent};
 use futures::{FutureExt, StreamExt};
 use gslb_state_core::config::Config;
 use gslb_state_core::names::encode_token;
-use gslb_state_core::{Bucket, Connectivity, Input, MessageKind, Node, NodeConfig, Output};
+use gslb_state_core::{Bucket, Connectivity, Input, KvRead, MessageKind, Node, NodeConfig, Output};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
@@ -42,11 +42,8 @@ pub(crate) enum Internal {
         bucket: Bucket,
         entries: Vec<ReadEntry>,
     },
-    /// A read finished (`node` = the member re-synced, `None` = whole buckets).
-    ReadDone {
-        node: Option<String>,
-        snapshot: bool,
-    },
+    /// A read finished.
+    ReadDone { read: KvRead, complete: bool },
     /// A config version from config sync.
     Config(ConfigUpdate),
 }
@@ -66,6 +63,8 @@ struct Driver {
     snapshot_done: bool,
     /// Config version loaded at start-up (events after it are logged as config events).
     snapshot_config_version: Option<u64>,
+    /// A full re-read of the buckets is scheduled (after messages were lost).
+    reread_pending: Arc<std::sync::atomic::AtomicBool>,
     /// Modification times of the TLS files, to notice certificate rotation.
     tls_stamp: Vec<Option<std::time::SystemTime>>,
 }
@@ -164,6 +163,7 @@ pub(crate) async fn run(
         setup_started: false,
         snapshot_done: false,
         snapshot_config_version: None,
+        reread_pending: Arc::default(),
         tls_stamp: Vec::new(),
         config,
     };
@@ -360,13 +360,52 @@ impl Driver {
                 tracing::error!(node = self.node.node_id(), error = %e, "NATS server error");
             }
             NatsEvent::SlowConsumer(_) => {
-                tracing::warn!(
-                    node = self.node.node_id(),
-                    "NATS slow consumer: messages were dropped; re-syncs will repair"
-                );
+                // One event per dropped message (itself through a lossy channel): a lower bound.
+                self.metrics
+                    .dropped
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "slow-consumer",
+                    })
+                    .inc();
+                self.schedule_reread();
             }
             other => tracing::debug!(event = %other, "NATS event"),
         }
+    }
+
+    /// Messages from other nodes were dropped unread (slow consumer). A heartbeat's re-sync
+    /// of one member cannot be relied on to repair that: it may run before the sender's KV
+    /// writes land, and the core then counts the member as synced. So both buckets are read
+    /// again in full, after two heartbeat intervals (time for those writes), at most one such
+    /// read waiting at a time.
+    fn schedule_reread(&self) {
+        if self.reread_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let delay = self.node.state_settings().heartbeat_interval * 2;
+        tracing::warn!(
+            node = self.node.node_id(),
+            reread_in = ?delay,
+            "NATS slow consumer: messages were dropped; the buckets will be read again"
+        );
+        let pending = self.reread_pending.clone();
+        let mut stores = self.stores.clone();
+        let client = self.client.clone();
+        let internal = self.internal_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let ready = match stores.wait_for(Option::is_some).await {
+                Ok(ready) => ready.clone(),
+                Err(_) => return,
+            };
+            let Some(ready) = ready else { return };
+            // Losses from now on schedule another read.
+            pending.store(false, Ordering::Release);
+            // Not the snapshot: membership records no longer vouch for liveness, and members
+            // still behind are re-synced one by one when their heartbeats say so.
+            read_buckets(&client, &ready, &internal, &metrics, KvRead::Members).await;
+        });
     }
 
     fn check_state(&mut self, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {
@@ -405,7 +444,7 @@ impl Driver {
             if internal.send(Internal::StoresReady).await.is_err() {
                 return;
             }
-            read_buckets(&client, &stores, &internal, &metrics, true).await;
+            read_buckets(&client, &stores, &internal, &metrics, KvRead::Snapshot).await;
         });
         if self.config.state.enable_config_sync
             && let Some(settings) = self.config.config_sync.clone()
@@ -440,8 +479,8 @@ impl Driver {
                 }
                 return n;
             }
-            Internal::ReadDone { node, snapshot } => {
-                if snapshot && !self.snapshot_done {
+            Internal::ReadDone { read, complete } => {
+                if read == KvRead::Snapshot && !self.snapshot_done {
                     self.snapshot_done = true;
                     tracing::info!(
                         node = self.node.node_id(),
@@ -454,7 +493,7 @@ impl Driver {
                         endpoints: self.node.endpoint_count(),
                     });
                 }
-                self.node.handle(now, Input::KvReadDone { node });
+                self.node.handle(now, Input::KvReadDone { read, complete });
             }
             Internal::Config(update) => {
                 if update.snapshot {
@@ -496,7 +535,8 @@ impl Driver {
                     if ok {
                         Metrics::count(&self.metrics.published, kind);
                     } else {
-                        tracing::debug!(kind = kind.as_str(), "publish failed");
+                        // Peers see the gap in the next heartbeat and re-sync from the KV.
+                        tracing::warn!(kind = kind.as_str(), "publish failed or timed out");
                     }
                 }
                 Output::KvPut {
@@ -603,8 +643,8 @@ impl Driver {
             tokio::spawn(async move {
                 let _ = internal
                     .send(Internal::ReadDone {
-                        node: Some(node),
-                        snapshot: false,
+                        read: KvRead::Reports { node },
+                        complete: false,
                     })
                     .await;
             });
@@ -614,7 +654,7 @@ impl Driver {
         let internal = self.internal_tx.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            read_into(
+            let complete = read_into(
                 &client,
                 &stores.health,
                 Bucket::Health,
@@ -625,8 +665,8 @@ impl Driver {
             .await;
             let _ = internal
                 .send(Internal::ReadDone {
-                    node: Some(node),
-                    snapshot: false,
+                    read: KvRead::Reports { node },
+                    complete,
                 })
                 .await;
         });
@@ -640,7 +680,7 @@ impl Driver {
         let internal = self.internal_tx.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            read_into(
+            let complete = read_into(
                 &client,
                 &stores.members,
                 Bucket::Members,
@@ -651,8 +691,8 @@ impl Driver {
             .await;
             let _ = internal
                 .send(Internal::ReadDone {
-                    node: None,
-                    snapshot: false,
+                    read: KvRead::Members,
+                    complete,
                 })
                 .await;
         });
@@ -667,15 +707,15 @@ pub(crate) fn jetstream_context(client: &Client, config: &Config) -> jetstream::
     }
 }
 
-/// Reads both buckets whole (members first) and reports the end.
+/// Reads both buckets whole (members first) and reports the end as `read`.
 async fn read_buckets(
     client: &Client,
     stores: &Stores,
     internal: &mpsc::Sender<Internal>,
     metrics: &Metrics,
-    snapshot: bool,
+    read: KvRead,
 ) {
-    read_into(
+    let members = read_into(
         client,
         &stores.members,
         Bucket::Members,
@@ -684,7 +724,7 @@ async fn read_buckets(
         metrics,
     )
     .await;
-    read_into(
+    let health = read_into(
         client,
         &stores.health,
         Bucket::Health,
@@ -695,13 +735,14 @@ async fn read_buckets(
     .await;
     let _ = internal
         .send(Internal::ReadDone {
-            node: None,
-            snapshot,
+            read,
+            complete: members && health,
         })
         .await;
 }
 
-/// Reads every entry of `store` matching `key_filter` into the driver loop.
+/// Reads every entry of `store` matching `key_filter` into the driver loop; true when the read
+/// completed.
 async fn read_into(
     client: &Client,
     store: &async_nats::jetstream::kv::Store,
@@ -709,7 +750,7 @@ async fn read_into(
     key_filter: &str,
     internal: &mpsc::Sender<Internal>,
     metrics: &Metrics,
-) {
+) -> bool {
     let (tx, mut rx) = mpsc::channel::<Vec<ReadEntry>>(2);
     let forward = async {
         let mut n = 0u64;
@@ -740,8 +781,12 @@ async fn read_into(
             })
             .inc_by(forwarded);
     }
-    if let Err(e) = result {
-        Metrics::count_kv(&metrics.kv_get, &store.name, false);
-        tracing::warn!(bucket = %store.name, filter = key_filter, error = %e, "KV read failed; will be retried");
+    match result {
+        Ok(_) => true,
+        Err(e) => {
+            Metrics::count_kv(&metrics.kv_get, &store.name, false);
+            tracing::warn!(bucket = %store.name, filter = key_filter, error = %e, "KV read failed; will be retried");
+            false
+        }
     }
 }

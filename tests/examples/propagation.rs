@@ -104,6 +104,22 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
         .map(|i| Handle::start(NodeOptions::new(config.clone(), &format!("n{i}"))))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    // Every node subscribed and its (empty) snapshot loaded before anyone reports: a report
+    // published before a peer subscribes reaches it only through the KV, and see the README
+    // (GSLB_BENCH_NO_WAIT=1 skips this wait and shows the re-sync race it avoids).
+    if std::env::var_os("GSLB_BENCH_NO_WAIT").is_none() {
+        for node in &nodes {
+            while !node.is_connected()
+                || node
+                    .metrics()
+                    .encode()
+                    .contains("gslbd_state_nats_connected 0")
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let t = Instant::now();
     for (i, node) in nodes.iter().enumerate() {
         for e in &names {
