@@ -14,6 +14,22 @@ pub enum Connectivity {
     Disconnected,
 }
 
+/// A KV read, as reported by [`Input::KvReadDone`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KvRead {
+    /// The start-up snapshot: the whole members bucket, then the whole health bucket. Until it
+    /// is done, membership records are judged by their sender timestamps; after it, records
+    /// read from the KV only tell what a member has published (freshness is live heartbeats').
+    Snapshot,
+    /// Anti-entropy: the whole members bucket ([`Output::ReadMembers`](crate::Output::ReadMembers)).
+    Members,
+    /// A re-sync of one member's reports ([`Output::Resync`](crate::Output::Resync)).
+    Reports {
+        /// The member.
+        node: String,
+    },
+}
+
 /// One input to [`Node::handle`](crate::Node::handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -44,12 +60,14 @@ pub enum Input {
         /// Its value.
         value: Bytes,
     },
-    /// A KV read finished: the re-sync of `node` ([`Output::Resync`](crate::Output::Resync)),
-    /// or the whole snapshot or anti-entropy read (`None`). Hand it in even when the read failed
-    /// part-way: the core re-requests what is still missing.
+    /// A KV read asked for by an output finished, or the start-up snapshot did. Hand it in
+    /// even when the read failed part-way (`complete: false`): the core asks again later for
+    /// what is still missing.
     KvReadDone {
-        /// The node whose reports were read, or `None` for a read of whole buckets.
-        node: Option<String>,
+        /// Which read.
+        read: KvRead,
+        /// Whether every matching entry was handed in.
+        complete: bool,
     },
     /// A KV write of ours failed; the core retries it later.
     KvPutFailed {

@@ -76,7 +76,7 @@ pub mod time;
 mod view;
 
 pub use config::{Config, ConfigError, StateSettings};
-pub use input::{Connectivity, Input};
+pub use input::{Connectivity, Input, KvRead};
 pub use names::{Bucket, Names};
 pub use node::{Limits, MemberInfo, Node, NodeConfig, NodeConfigError, TimerReason};
 pub use output::{DownReason, Output};

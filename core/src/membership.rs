@@ -5,6 +5,7 @@
 //! or deactivating a member adds or removes exactly its own reports, nothing else.
 
 use std::collections::BTreeSet;
+
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -52,10 +53,15 @@ pub(crate) struct Member {
     pub(crate) incarnation: u64,
     /// Sequence of the latest accepted heartbeat (0 = none in this incarnation).
     pub(crate) hb_seq: u64,
+    /// `hb_seq` came from a snapshot record, not a live heartbeat.
+    pub(crate) hb_from_record: bool,
     /// When the latest accepted heartbeat arrived (or, from a snapshot, was sent).
     pub(crate) last_heard: Option<Instant>,
     /// `Some(last_heard + TTL)` while active.
     pub(crate) active_until: Option<Instant>,
+    /// The time under which this member sits in the expiry index (at most `active_until`;
+    /// refreshed lazily when it comes due, so a heartbeat costs no index update).
+    indexed_until: Instant,
     /// Latest report sequence the member announced (heartbeat or membership record).
     pub(crate) announced_seq: u64,
     /// Every report change up to this sequence is known.
@@ -88,7 +94,7 @@ pub(crate) struct Members {
     slots: Vec<Option<Member>>,
     free: Vec<MemberIdx>,
     index: FxHashMap<Box<str>, MemberIdx>,
-    /// (active_until, member) of every active member.
+    /// One (time, member) per active member, the time at most its `active_until`.
     expiries: BTreeSet<(Instant, MemberIdx)>,
     max_members: usize,
     max_reports_per_member: usize,
@@ -116,15 +122,28 @@ impl Members {
             return Some(idx);
         }
         if self.index.len() >= self.max_members {
-            return None;
+            // Full: make room by forgetting the member silent the longest, if any is.
+            let oldest = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    m.as_ref()
+                        .filter(|m| m.active_until.is_none())
+                        .map(|m| (m.inactive_since, i))
+                })
+                .min()?;
+            self.forget(oldest.1);
         }
         let member = Member {
             id: id.into(),
             region: "".into(),
             incarnation: 0,
             hb_seq: 0,
+            hb_from_record: false,
             last_heard: None,
             active_until: None,
+            indexed_until: Instant::ZERO,
             announced_seq: 0,
             synced_seq: 0,
             max_seen_seq: 0,
@@ -175,7 +194,8 @@ impl Members {
         self.expiries.len()
     }
 
-    /// The earliest instant at which an active member expires (it is active *at* `active_until`).
+    /// When to look at expiries next: right after the earliest indexed time. It may be early
+    /// (the member was heard since); an early look is harmless.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.expiries
             .first()
@@ -200,28 +220,34 @@ impl Members {
     /// Keeps `idx` active until `until`; returns true if it just became active.
     fn set_active_until(&mut self, idx: MemberIdx, until: Instant, view: &mut View) -> bool {
         let m = self.slots[idx as usize].as_mut().expect("live member");
-        let was = m.active_until.replace(until);
-        if let Some(old) = was {
-            self.expiries.remove(&(old, idx));
+        match m.active_until.replace(until) {
+            Some(_) if until >= m.indexed_until => false,
+            Some(_) => {
+                // Earlier than indexed (a shorter TTL): re-index now.
+                self.expiries.remove(&(m.indexed_until, idx));
+                m.indexed_until = until;
+                self.expiries.insert((until, idx));
+                false
+            }
+            None => {
+                m.indexed_until = until;
+                self.expiries.insert((until, idx));
+                for (&ep, r) in &m.reports {
+                    view.count(ep, r.state(), true);
+                }
+                true
+            }
         }
-        self.expiries.insert((until, idx));
-        if was.is_some() {
-            return false;
-        }
-        for (&ep, r) in &m.reports {
-            view.count(ep, r.state(), true);
-        }
-        true
     }
 
     /// Makes `idx` inactive and removes its reports from the counters. Returns true if it was
     /// active.
     pub(crate) fn deactivate(&mut self, idx: MemberIdx, now: Instant, view: &mut View) -> bool {
         let m = self.slots[idx as usize].as_mut().expect("live member");
-        let Some(until) = m.active_until.take() else {
+        if m.active_until.take().is_none() {
             return false;
-        };
-        self.expiries.remove(&(until, idx));
+        }
+        self.expiries.remove(&(m.indexed_until, idx));
         m.inactive_since = now;
         for (&ep, r) in &m.reports {
             view.count(ep, r.state(), false);
@@ -229,15 +255,28 @@ impl Members {
         true
     }
 
-    /// Pops one member whose activity ended before `now`.
+    /// Pops one member whose activity ended before `now` (active *at* `active_until`).
     pub(crate) fn pop_expired(&mut self, now: Instant, view: &mut View) -> Option<MemberIdx> {
-        let &(until, idx) = self.expiries.first()?;
-        if until >= now {
-            return None;
+        loop {
+            let &(indexed, idx) = self.expiries.first()?;
+            if indexed >= now {
+                return None;
+            }
+            let m = self.slots[idx as usize]
+                .as_mut()
+                .expect("the index holds live members");
+            let until = m.active_until.expect("the index holds active members");
+            if until >= now {
+                // Heard since it was indexed: move it to its real time.
+                self.expiries.pop_first();
+                m.indexed_until = until;
+                self.expiries.insert((until, idx));
+                continue;
+            }
+            let was_active = self.deactivate(idx, now, view);
+            assert!(was_active, "expiry index holds only active members");
+            return Some(idx);
         }
-        let was_active = self.deactivate(idx, now, view);
-        assert!(was_active, "expiry index holds only active members");
-        Some(idx)
     }
 
     /// Re-judges every member under a new TTL: returns the members that became active and those
@@ -279,6 +318,7 @@ impl Members {
         debug_assert!(incarnation > m.incarnation);
         m.incarnation = incarnation;
         m.hb_seq = 0;
+        m.hb_from_record = false;
         m.last_heard = None;
         m.announced_seq = 0;
         m.synced_seq = 0;
@@ -336,13 +376,24 @@ impl Members {
         for idx in 0..self.slots.len() {
             let stale = matches!(&self.slots[idx], Some(m) if m.active_until.is_none() && now.saturating_since(m.inactive_since) > after);
             if stale {
-                let m = self.slots[idx].take().expect("checked above");
-                self.index.remove(&m.id);
-                self.free.push(idx as MemberIdx);
+                self.forget(idx);
                 forgotten += 1;
             }
         }
         forgotten
+    }
+
+    /// Drops the inactive member in slot `idx` with its reports.
+    fn forget(&mut self, idx: usize) {
+        let m = self.slots[idx]
+            .take()
+            .expect("forget() is given a live slot");
+        assert!(
+            m.active_until.is_none(),
+            "only inactive members are forgotten"
+        );
+        self.index.remove(&m.id);
+        self.free.push(idx as MemberIdx);
     }
 }
 

@@ -211,14 +211,27 @@ impl Names {
 
     /// Splits a subject of this cluster into its kind and the node it claims to come from.
     pub fn parse_subject(&self, subject: &str) -> Result<(SubjectKind, String), NameError> {
+        self.parse_subject_ref(subject)
+            .map(|(kind, node)| (kind, node.into_owned()))
+    }
+
+    /// [`Names::parse_subject`] without copying a node id that needs no decoding.
+    pub fn parse_subject_ref<'a>(
+        &self,
+        subject: &'a str,
+    ) -> Result<(SubjectKind, std::borrow::Cow<'a, str>), NameError> {
         let rest = subject.strip_prefix(&self.prefix).ok_or(NameError::Shape)?;
-        let (kind, node) = rest.split_once('.').ok_or(NameError::Shape)?;
+        let (kind, token) = rest.split_once('.').ok_or(NameError::Shape)?;
         let kind = match kind {
             "hb" => SubjectKind::Heartbeat,
             "health" => SubjectKind::Health,
             _ => return Err(NameError::Shape),
         };
-        let node = decode_token(node)?;
+        let node = if token.bytes().all(is_plain) {
+            std::borrow::Cow::Borrowed(token)
+        } else {
+            std::borrow::Cow::Owned(decode_token(token)?)
+        };
         check_id(&node)?;
         Ok((kind, node))
     }

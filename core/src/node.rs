@@ -13,7 +13,7 @@ use crate::codec::{
     ReportBatch, ReportItem, ReportRecord, ReportState,
 };
 use crate::config::{Config, StateSettings};
-use crate::input::{Connectivity, Input};
+use crate::input::{Connectivity, Input, KvRead};
 use crate::membership::{MemberIdx, Members, PackedReport, ReportOutcome};
 use crate::names::{Bucket, Names, SubjectKind, check_endpoint_name, check_id};
 use crate::output::{DownReason, Output};
@@ -34,7 +34,9 @@ pub struct Limits {
     /// Most outputs waiting in the queue (decisions, publishes and KV writes are generated
     /// lazily and do not count).
     pub max_queued_outputs: usize,
-    /// Members inactive for this many TTLs are forgotten with their reports; 0 = never.
+    /// Members inactive for this many TTLs, and at least [`FORGET_AFTER_MIN`], are forgotten
+    /// with their reports; 0 = never (a full member table still makes room by forgetting the
+    /// member silent the longest).
     pub forget_after_ttls: u32,
 }
 
@@ -143,6 +145,10 @@ fn clock_offset_ms(ours: WallTime, sent_unix_ms: u64) -> i64 {
     i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// Members are never forgotten sooner than this after they fell silent: a member that is only
+/// partitioned away keeps its reports for when it returns.
+pub const FORGET_AFTER_MIN: Duration = Duration::from_secs(600);
+
 /// Anti-entropy (a read of the members bucket) runs every this many maintenance ticks.
 const ANTI_ENTROPY_EVERY_TICKS: u64 = 30;
 
@@ -196,6 +202,8 @@ pub struct Node {
     queue: VecDeque<Output>,
     stats: Stats,
     config_version: u64,
+    /// The start-up snapshot has been read (membership records no longer vouch for liveness).
+    snapshot_done: bool,
 }
 
 impl Node {
@@ -235,6 +243,7 @@ impl Node {
             queue: VecDeque::new(),
             stats: Stats::default(),
             config_version: 0,
+            snapshot_done: false,
         })
     }
 
@@ -354,7 +363,7 @@ impl Node {
             Input::Received { subject, payload } => self.on_received(&subject, &payload),
             Input::Connectivity(c) => self.on_connectivity(c),
             Input::KvEntry { bucket, key, value } => self.on_kv_entry(bucket, &key, &value),
-            Input::KvReadDone { node } => self.on_kv_read_done(node.as_deref()),
+            Input::KvReadDone { read, complete } => self.on_kv_read_done(read, complete),
             Input::KvPutFailed { bucket, key } => self.on_kv_put_failed(bucket, &key),
             Input::ConfigEntry { version, yaml } => self.on_config_entry(version, &yaml),
         }
@@ -692,7 +701,7 @@ impl Node {
             }
         }
         if self.limits.forget_after_ttls > 0 {
-            let forget_after = self.ttl() * self.limits.forget_after_ttls;
+            let forget_after = (self.ttl() * self.limits.forget_after_ttls).max(FORGET_AFTER_MIN);
             self.members.forget_inactive(self.now, forget_after);
         }
         self.maintenance_ticks += 1;
@@ -722,7 +731,7 @@ impl Node {
     // ---- what we receive ----
 
     fn on_received(&mut self, subject: &str, payload: &[u8]) {
-        let Ok((kind, claimed)) = self.names.parse_subject(subject) else {
+        let Ok((kind, claimed)) = self.names.parse_subject_ref(subject) else {
             self.stats.drop(DropReason::BadName);
             return;
         };
@@ -784,12 +793,17 @@ impl Node {
         let Some(idx) = self.member_for(hb.node, hb.incarnation) else {
             return;
         };
+        let live = heard_at == self.now;
         let m = self.members.get_mut(idx);
-        if hb.seq <= m.hb_seq {
+        // The heartbeat a snapshot record stood for still refreshes the member when it arrives
+        // live: freshness is judged on our clock; the record only bridges until then.
+        let refresh = live && hb.seq == m.hb_seq && m.hb_from_record;
+        if hb.seq <= m.hb_seq && !refresh {
             self.stats.drop(DropReason::Duplicate);
             return;
         }
         m.hb_seq = hb.seq;
+        m.hb_from_record = !live;
         if *m.region != *hb.region {
             m.region = hb.region.into();
         }
@@ -808,9 +822,11 @@ impl Node {
     fn announce(&mut self, idx: MemberIdx, report_seq: u64) {
         let now = self.now;
         let retry_after = self.ttl();
+        let snapshot_done = self.snapshot_done;
         let m = self.members.get_mut(idx);
         m.announced_seq = m.announced_seq.max(report_seq);
-        if m.announced_seq <= m.synced_seq {
+        // While the snapshot is read, it brings every report anyway.
+        if m.announced_seq <= m.synced_seq || !snapshot_done {
             return;
         }
         if m.resync_since
@@ -909,21 +925,23 @@ impl Node {
         }
     }
 
-    /// A membership record read from the KV: its age on our wall clock decides whether the
-    /// member is still active, and for how long.
+    /// A membership record read from the KV. During the start-up snapshot its age on our wall
+    /// clock decides whether the member is still active, and for how long. After it (anti-entropy)
+    /// it only tells what the member has published: liveness is for live heartbeats alone, so no
+    /// sender clock ever judges freshness outside the snapshot.
     fn on_member_record(&mut self, rec: &MemberRecord<'_>) {
         let age = self.wall.age_of(WallTime::from_unix_ms(rec.sent_unix_ms));
-        let hb = Heartbeat {
-            cluster: rec.cluster,
-            node: rec.node,
-            region: rec.region,
-            incarnation: rec.incarnation,
-            seq: rec.hb_seq,
-            sent_unix_ms: rec.sent_unix_ms,
-            report_seq: rec.report_seq,
-        };
-        let offset = clock_offset_ms(self.wall, rec.sent_unix_ms);
-        if age <= self.ttl() {
+        if !self.snapshot_done && age <= self.ttl() {
+            let hb = Heartbeat {
+                cluster: rec.cluster,
+                node: rec.node,
+                region: rec.region,
+                incarnation: rec.incarnation,
+                seq: rec.hb_seq,
+                sent_unix_ms: rec.sent_unix_ms,
+                report_seq: rec.report_seq,
+            };
+            let offset = clock_offset_ms(self.wall, rec.sent_unix_ms);
             let heard_at = Instant::from_nanos(
                 self.now
                     .as_nanos()
@@ -931,26 +949,32 @@ impl Node {
             );
             self.on_heartbeat(&hb, heard_at, offset);
         } else if let Some(idx) = self.member_for(rec.node, rec.incarnation) {
-            // Too old to vouch for the member, but it still tells us what it has published.
-            let m = self.members.get_mut(idx);
-            m.hb_seq = m.hb_seq.max(rec.hb_seq);
-            m.announced_seq = m.announced_seq.max(rec.report_seq);
+            // Too old to vouch for the member (or read after the snapshot): it only tells what
+            // the member has published. Its heartbeat sequence is not taken, so the live
+            // heartbeat it stood for still counts when it arrives.
+            self.announce(idx, rec.report_seq);
         }
     }
 
-    fn on_kv_read_done(&mut self, node: Option<&str>) {
-        let idxs: Vec<MemberIdx> = match node {
-            Some(node) => self.members.find(node).into_iter().collect(),
-            None => self.members.indices(),
+    fn on_kv_read_done(&mut self, read: KvRead, complete: bool) {
+        let idxs: Vec<MemberIdx> = match &read {
+            KvRead::Snapshot => {
+                self.snapshot_done = true;
+                if complete {
+                    self.members.indices()
+                } else {
+                    Vec::new()
+                }
+            }
+            KvRead::Members => Vec::new(),
+            KvRead::Reports { node } if complete => self.members.find(node).into_iter().collect(),
+            KvRead::Reports { .. } => Vec::new(),
         };
+        // A complete read of the health bucket brought every report the KV holds.
         for idx in idxs {
             let m = self.members.get_mut(idx);
             m.synced_seq = m.synced_seq.max(m.max_seen_seq);
             m.resync_since = None;
-            if node.is_none() && m.announced_seq > m.synced_seq {
-                let seq = m.announced_seq;
-                self.announce(idx, seq);
-            }
         }
     }
 

@@ -64,7 +64,8 @@ pub enum Output {
     },
     /// Read every entry of the health bucket whose key matches `key_filter` (the reports of
     /// `node`), hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then hand in
-    /// [`Input::KvReadDone`](crate::Input::KvReadDone) with `Some(node)`.
+    /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
+    /// [`KvRead::Reports`](crate::input::KvRead::Reports).
     Resync {
         /// The member whose reports to re-read.
         node: String,
@@ -72,7 +73,8 @@ pub enum Output {
         key_filter: String,
     },
     /// Anti-entropy: read the whole members bucket, hand in each entry, then
-    /// [`Input::KvReadDone`](crate::Input::KvReadDone) with `None`.
+    /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
+    /// [`KvRead::Members`](crate::input::KvRead::Members).
     ReadMembers,
     /// The decision for `endpoint` changed (verdict or source).
     Decision {

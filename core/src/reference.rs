@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{self, Message, ReportState};
 use crate::config::{Config, StateSettings};
-use crate::input::Input;
+use crate::input::{Input, KvRead};
 use crate::names::{Bucket, Names, SubjectKind, check_endpoint_name};
 use crate::node::NodeConfig;
 use crate::policy::{Decision, Policy, Source};
@@ -21,6 +21,8 @@ struct Remote {
     incarnation: u64,
     /// Highest heartbeat sequence seen in this incarnation.
     hb_seq: u64,
+    /// `hb_seq` came from a snapshot record (its live heartbeat still counts once).
+    hb_from_record: bool,
     /// Latest time a heartbeat of this incarnation was heard (or sent, for snapshot records).
     last_heard: Option<Instant>,
     /// Newest (sequence, state) per endpoint in this incarnation.
@@ -38,6 +40,8 @@ pub struct Reference {
     local: BTreeMap<String, bool>,
     remotes: BTreeMap<String, Remote>,
     config_version: u64,
+    /// The start-up snapshot was read: membership records no longer vouch for liveness.
+    snapshot_done: bool,
 }
 
 impl Reference {
@@ -52,6 +56,7 @@ impl Reference {
             local: BTreeMap::new(),
             remotes: BTreeMap::new(),
             config_version: 0,
+            snapshot_done: false,
         }
     }
 
@@ -111,6 +116,11 @@ impl Reference {
                         if self.names.parse_member_key(key).ok().as_deref() != Some(rec.node) {
                             return;
                         }
+                        if self.snapshot_done {
+                            // Anti-entropy: only a newer incarnation is news.
+                            self.remote(rec.node, rec.incarnation);
+                            return;
+                        }
                         let age = self.wall.age_of(WallTime::from_unix_ms(rec.sent_unix_ms));
                         let heard = (age <= self.state.heartbeat_ttl).then(|| {
                             Instant::from_nanos(
@@ -151,6 +161,10 @@ impl Reference {
                     };
                 }
             }
+            Input::KvReadDone {
+                read: KvRead::Snapshot,
+                ..
+            } => self.snapshot_done = true,
             Input::Connectivity(_) | Input::KvReadDone { .. } | Input::KvPutFailed { .. } => {}
         }
     }
@@ -174,16 +188,19 @@ impl Reference {
     }
 
     fn heartbeat(&mut self, node: &str, incarnation: u64, seq: u64, heard: Option<Instant>) {
+        let now = self.now;
         let Some(r) = self.remote(node, incarnation) else {
             return;
         };
-        match heard {
-            Some(at) if seq > r.hb_seq => {
-                r.hb_seq = seq;
-                r.last_heard = Some(r.last_heard.map_or(at, |t| t.max(at)));
-            }
-            Some(_) => {}
-            None => r.hb_seq = r.hb_seq.max(seq),
+        // A record too old to vouch (`heard == None`) changes nothing but the incarnation.
+        let Some(at) = heard else {
+            return;
+        };
+        let live = at == now;
+        if seq > r.hb_seq || (live && seq == r.hb_seq && r.hb_from_record) {
+            r.hb_seq = seq;
+            r.hb_from_record = !live;
+            r.last_heard = Some(r.last_heard.map_or(at, |t| t.max(at)));
         }
     }
 

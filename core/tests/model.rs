@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::*;
 use gslb_state_core::codec::ReportState;
 use gslb_state_core::reference::Reference;
-use gslb_state_core::{Connectivity, Decision, Input, Node, Policy, Source};
+use gslb_state_core::{Connectivity, Decision, Input, KvRead, Node, Policy, Source};
 use proptest::prelude::*;
 
 /// Small clusters: three others and our own id (to check we ignore ourselves).
@@ -63,7 +63,8 @@ enum Op {
         ttl_ms: u64,
     },
     Connectivity(bool),
-    ReadDone(Option<usize>),
+    /// `None` = snapshot, `Some(nodes.len())` = members bucket, `Some(n)` = node n's reports.
+    ReadDone(Option<usize>, bool),
     Garbage(Vec<u8>),
 }
 
@@ -93,7 +94,7 @@ fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
         1 => (1u64..6, 0..4usize, 0..QS.len(), 1_500u64..5_000)
             .prop_map(|(version, policy, q, ttl_ms)| Op::Config { version, policy, q, ttl_ms }),
         1 => any::<bool>().prop_map(Op::Connectivity),
-        1 => proptest::option::of(node).prop_map(Op::ReadDone),
+        1 => (proptest::option::of(0..=nodes), any::<bool>()).prop_map(|(n, c)| Op::ReadDone(n, c)),
         1 => proptest::collection::vec(any::<u8>(), 0..16).prop_map(Op::Garbage),
     ]
 }
@@ -233,9 +234,16 @@ impl Harness {
             } else {
                 Connectivity::Disconnected
             })),
-            Op::ReadDone(node) => self.feed(Input::KvReadDone {
-                node: node.map(|n| self.nodes[n].to_owned()),
-            }),
+            Op::ReadDone(read, complete) => {
+                let read = match read {
+                    None => KvRead::Snapshot,
+                    Some(n) if n == self.nodes.len() => KvRead::Members,
+                    Some(n) => KvRead::Reports {
+                        node: self.nodes[n].to_owned(),
+                    },
+                };
+                self.feed(Input::KvReadDone { read, complete })
+            }
             Op::Garbage(bytes) => {
                 let subject = Peer::new("a", 1)
                     .names

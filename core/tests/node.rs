@@ -6,14 +6,22 @@ use bytes::Bytes;
 use common::*;
 use gslb_state_core::codec::ReportState::{Healthy, Unhealthy, Withdrawn};
 use gslb_state_core::{
-    Bucket, Connectivity, DownReason, DropReason, Input, Output, Policy, Source,
+    Bucket, Connectivity, DownReason, DropReason, Input, KvRead, Output, Policy, Source,
 };
 
 fn connected(policy: Policy, q: u8, id: &str) -> gslb_state_core::Node {
     let mut n = node(id, policy, q);
     n.handle(at(0), Input::Connectivity(Connectivity::Connected));
+    n.handle(at(0), snapshot_done());
     n.handle_timeout(at(0));
     n
+}
+
+fn snapshot_done() -> Input {
+    Input::KvReadDone {
+        read: KvRead::Snapshot,
+        complete: true,
+    }
 }
 
 fn local(endpoint: &str, healthy: Option<bool>) -> Input {
@@ -342,7 +350,8 @@ fn a_missed_report_is_noticed_and_resynced_from_the_kv() {
     me.handle(
         at(1_600),
         Input::KvReadDone {
-            node: Some("a".into()),
+            read: KvRead::Reports { node: "a".into() },
+            complete: true,
         },
     );
     assert_eq!(me.decision("db").unwrap().healthy, Some(false));
@@ -363,36 +372,49 @@ fn startup_snapshot_uses_sender_timestamps() {
     let stale = Peer::new("b", 1);
     // At wall time base+10s: a wrote 1 s ago (active for 2 s more), b 5 s ago (older than TTL).
     let now = at(10_000);
+    // c's clock runs a minute ahead: its record counts as age 0, never more than TTL.
+    let ahead = Peer::new("c", 1);
     me.handle(now, fresh.member_record(7, 1, WALL_BASE_MS + 9_000));
     me.handle(now, stale.member_record(7, 1, WALL_BASE_MS + 5_000));
+    me.handle(now, ahead.member_record(1, 0, WALL_BASE_MS + 70_000));
     me.handle(now, fresh.report_record("web", 1, Unhealthy));
     me.handle(now, stale.report_record("web", 1, Healthy));
-    me.handle(now, Input::KvReadDone { node: None });
-    assert_eq!(me.active_member_ids(), ["a", "me"]);
+    me.handle(now, snapshot_done());
+    assert_eq!(me.active_member_ids(), ["a", "c", "me"]);
     let d = me.decision("web").unwrap();
     assert_eq!(
         (d.healthy, d.healthy_reports, d.total_reports),
         (Some(false), 0, 1)
     );
     me.handle_timeout(at(12_000));
-    assert_eq!(me.active_members(), 2);
+    assert_eq!(me.active_members(), 3);
     me.handle_timeout(at(12_001));
     assert_eq!(
-        me.active_members(),
-        1,
+        me.active_member_ids(),
+        ["c", "me"],
         "a expires TTL after it *sent* its record"
     );
-    // A record from the future (sender clock ahead) counts as age 0, never more than TTL.
-    let ahead = Peer::new("c", 1);
-    me.handle(at(13_000), ahead.member_record(1, 0, WALL_BASE_MS + 60_000));
-    me.handle_timeout(at(16_000));
-    assert!(me.active_member_ids().contains(&"c".to_string()));
-    me.handle_timeout(at(16_001));
-    assert!(!me.active_member_ids().contains(&"c".to_string()));
-    // Then the live heartbeat of b: its record said hb 7, so only later heartbeats count.
+    me.handle_timeout(at(13_000));
+    assert_eq!(me.active_members(), 2);
+    me.handle_timeout(at(13_001));
+    assert_eq!(me.active_members(), 1, "c: TTL after the snapshot was read");
+    // After the snapshot, a record read for anti-entropy vouches for nobody: only live
+    // heartbeats judge freshness, so no sender clock does outside the start-up window.
+    let later = Peer::new("d", 1);
+    me.handle(at(14_000), later.member_record(3, 0, WALL_BASE_MS + 14_000));
+    assert_eq!(me.active_members(), 1);
+    me.handle(at(14_000), later.heartbeat(3, 0, 0));
+    assert_eq!(
+        me.active_members(),
+        2,
+        "the heartbeat the record stood for still counts"
+    );
+    // Then b's live heartbeats: its stale record vouched for nothing, so even the heartbeat
+    // it stood for counts when it arrives live; a duplicate of it does not.
     me.handle(at(16_001), stale.heartbeat(7, 1, 0));
-    assert!(!me.active_member_ids().contains(&"b".to_string()));
-    me.handle(at(16_001), stale.heartbeat(8, 1, 0));
+    assert!(me.active_member_ids().contains(&"b".to_string()));
+    me.handle(at(16_002), stale.heartbeat(7, 1, 0));
+    assert_eq!(me.stats().dropped(DropReason::Duplicate), 1);
     assert_eq!(me.decision("web").unwrap().healthy, Some(true));
 }
 
@@ -734,19 +756,99 @@ fn long_gone_members_are_forgotten() {
     let mut cfg = node_config("me", Policy::GlobalAnyHealthy, 51);
     cfg.limits.forget_after_ttls = 10;
     let mut me = gslb_state_core::Node::new(cfg, at(0)).unwrap();
+    me.handle(at(0), snapshot_done());
     let peer = Peer::new("a", 1);
     me.handle(at(0), peer.heartbeat(1, 1, 0));
     me.handle(at(0), peer.batch(1, 1, &[("web", 1, Healthy)]));
     assert_eq!(me.members().len(), 2);
-    for t in (0..=40_000).step_by(1_000) {
+    // 10 TTLs is only 30 s here, but nobody is forgotten sooner than FORGET_AFTER_MIN.
+    for t in (0..=300_000).step_by(1_000) {
         me.handle_timeout(at(t));
     }
-    assert_eq!(me.members().len(), 1, "forgotten after 10 TTLs of silence");
-    me.handle(at(40_000), peer.heartbeat(2, 1, 0));
+    assert_eq!(
+        me.members().len(),
+        2,
+        "a partition of minutes loses nothing"
+    );
+    let gone_ms = gslb_state_core::node::FORGET_AFTER_MIN.as_millis() as u64 + 10_000;
+    for t in (300_000..=gone_ms).step_by(1_000) {
+        me.handle_timeout(at(t));
+    }
+    assert_eq!(
+        me.members().len(),
+        1,
+        "forgotten after FORGET_AFTER_MIN of silence"
+    );
+    me.handle(at(gone_ms), peer.heartbeat(2, 1, 0));
     assert!(
         drain(&mut me)
             .iter()
             .any(|o| matches!(o, Output::Resync { .. })),
         "and re-synced when it returns"
     );
+}
+
+#[test]
+fn a_full_member_table_makes_room_by_forgetting_the_longest_silent() {
+    let mut cfg = node_config("me", Policy::GlobalAnyHealthy, 51);
+    cfg.limits.max_members = 2;
+    let mut me = gslb_state_core::Node::new(cfg, at(0)).unwrap();
+    me.handle(at(0), Peer::new("a", 1).heartbeat(1, 0, 0));
+    me.handle(at(1_000), Peer::new("b", 1).heartbeat(1, 0, 0));
+    // Both active: a third is refused.
+    me.handle(at(1_000), Peer::new("c", 1).heartbeat(1, 0, 0));
+    assert_eq!(me.stats().dropped(DropReason::MemberLimit), 1);
+    // a falls silent first, then b; c takes a's place.
+    me.handle_timeout(at(4_500));
+    assert_eq!(me.active_members(), 1);
+    me.handle(at(4_500), Peer::new("c", 1).heartbeat(1, 0, 0));
+    let ids: Vec<String> = me.members().into_iter().map(|m| m.node).collect();
+    assert_eq!(ids, ["me", "b", "c"]);
+}
+
+#[test]
+fn only_a_complete_read_of_reports_counts_as_synced() {
+    let mut me = connected(Policy::GlobalAnyHealthy, 51, "me");
+    drain(&mut me);
+    let peer = Peer::new("a", 1);
+    me.handle(at(0), peer.batch(1, 1, &[("web", 1, Healthy)]));
+    me.handle(at(0), peer.heartbeat(1, 1, 0));
+    // Report 2 is lost; the heartbeat announces it and a re-sync is asked for.
+    me.handle(at(1_000), peer.heartbeat(2, 2, 0));
+    assert!(
+        drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. }))
+    );
+    // The read fails part-way; an anti-entropy read of the members bucket ends meanwhile.
+    me.handle(
+        at(1_100),
+        Input::KvReadDone {
+            read: KvRead::Reports { node: "a".into() },
+            complete: false,
+        },
+    );
+    me.handle(
+        at(1_100),
+        Input::KvReadDone {
+            read: KvRead::Members,
+            complete: true,
+        },
+    );
+    // Neither made us believe we have report 2: after the retry delay (TTL) we ask again.
+    me.handle(at(2_000), peer.heartbeat(3, 2, 0));
+    assert!(
+        !drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. })),
+        "not before TTL"
+    );
+    me.handle(at(4_100), peer.heartbeat(4, 2, 0));
+    assert!(
+        drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. })),
+        "asked again"
+    );
+    assert_eq!(me.stats().resyncs_requested, 2);
 }

@@ -33,8 +33,9 @@
 //!   (2) when a node crashes and stays down for longer than `TTL + interval + largest delay`,
 //!   every observer running throughout that span has dropped it by its end.
 //! * **clock invariance** (A against B): for every node and endpoint, the decision in force
-//!   (verdict and source) is the same in both runs at every instant, except within TTL after
-//!   that node read the KV snapshot at a (re)start, where sender timestamps are used. The
+//!   (verdict and source) is the same in both runs at every instant, except within TTL (plus
+//!   the largest delay, for the heartbeats its records stand for still in flight) after that
+//!   node read the KV snapshot at a (re)start, where sender timestamps are used. The
 //!   network's draws depend only on (seed, sender, message number, receiver), so both runs
 //!   see the same losses and delays; incarnations come from each run's own wall clock, which
 //!   keeps their order per node.
@@ -460,11 +461,12 @@ fn fmt_value(v: Option<(Option<bool>, Source)>) -> String {
 
 /// See the module docs.
 pub fn clock_invariance(s: &Scenario, a: &Outcome, b: &Outcome) -> Result<(), String> {
-    let ttl = s.state.heartbeat_ttl.as_nanos() as u64;
+    // The snapshot's records stand for heartbeats that may still be in flight for one delay.
+    let window = s.state.heartbeat_ttl.as_nanos() as u64 + s.max_delay_ns();
     let mut windows: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
     for l in a.lives.iter().chain(&b.lives) {
         if let Some(t) = l.snapshot_ns {
-            windows.entry(l.node).or_default().push((t, t + ttl));
+            windows.entry(l.node).or_default().push((t, t + window));
         }
     }
     let ta = timelines(a);

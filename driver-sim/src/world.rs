@@ -10,7 +10,7 @@
 //! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
 //! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
 //!
-//! On (re)start a node reads the snapshot (members bucket, health bucket, `KvReadDone(None)`)
+//! On (re)start a node reads the snapshot (members bucket, health bucket, `KvReadDone(Snapshot)`)
 //! as soon as it reaches the KV store, and its probes report again what they see.
 
 use std::cmp::Ordering;
@@ -885,7 +885,10 @@ impl<'a> World<'a> {
                         inputs.push(Input::KvEntry { bucket, key, value });
                     }
                 }
-                inputs.push(Input::KvReadDone { node: None });
+                inputs.push(Input::KvReadDone {
+                    read: gslb_state_core::KvRead::Snapshot,
+                    complete: true,
+                });
             }
             KvRead::Members => {
                 if reachable {
@@ -897,7 +900,10 @@ impl<'a> World<'a> {
                         });
                     }
                 }
-                inputs.push(Input::KvReadDone { node: None });
+                inputs.push(Input::KvReadDone {
+                    read: gslb_state_core::KvRead::Members,
+                    complete: reachable,
+                });
             }
             KvRead::Resync { node, filter } => {
                 if reachable {
@@ -909,7 +915,10 @@ impl<'a> World<'a> {
                         });
                     }
                 }
-                inputs.push(Input::KvReadDone { node: Some(node) });
+                inputs.push(Input::KvReadDone {
+                    read: gslb_state_core::KvRead::Reports { node },
+                    complete: reachable,
+                });
             }
         }
         self.feed(n, inputs);

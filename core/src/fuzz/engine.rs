@@ -12,6 +12,7 @@ use crate::codec::{
     ReportState,
 };
 use crate::config::Config;
+use crate::input::KvRead;
 use crate::names::{Bucket, MAX_ENDPOINT_NAME_BYTES, Names, SubjectKind, check_endpoint_name};
 use crate::reference::Reference;
 use crate::{
@@ -112,7 +113,7 @@ enum Op {
     /// NATS up or down.
     Connectivity(Connectivity),
     /// A KV read finished.
-    ReadDone { node: Option<String> },
+    ReadDone { read: KvRead, complete: bool },
     /// A KV write failed.
     PutFailed { bucket: Bucket, key: String },
 }
@@ -273,11 +274,14 @@ impl Op {
             18 => match u.int_in_range(0u8..=2)? {
                 0 => Op::Connectivity(Connectivity::arbitrary(u)?),
                 1 => Op::ReadDone {
-                    node: if u.arbitrary()? {
-                        Some(sender(u)?.0.to_owned())
-                    } else {
-                        None
+                    read: match u.int_in_range(0u8..=2)? {
+                        0 => KvRead::Snapshot,
+                        1 => KvRead::Members,
+                        _ => KvRead::Reports {
+                            node: sender(u)?.0.to_owned(),
+                        },
                     },
+                    complete: u.arbitrary()?,
                 },
                 _ => {
                     let endpoints = endpoint_names();
@@ -677,7 +681,7 @@ impl Harness {
             }
             Op::Config { version, yaml } => self.feed(Input::ConfigEntry { version, yaml }),
             Op::Connectivity(c) => self.feed(Input::Connectivity(c)),
-            Op::ReadDone { node } => self.feed(Input::KvReadDone { node }),
+            Op::ReadDone { read, complete } => self.feed(Input::KvReadDone { read, complete }),
             Op::PutFailed { bucket, key } => {
                 if bucket == Bucket::Health
                     && let Ok((node, endpoint)) = self.names.parse_report_key(&key)
