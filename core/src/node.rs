@@ -897,6 +897,11 @@ impl Node {
                     return;
                 }
                 self.stats.count_received(MessageKind::Member);
+                if rec.node == self.node_id && rec.incarnation < self.incarnation {
+                    // Our own record from an earlier life (a restart within its TTL): not
+                    // another process with our id.
+                    return;
+                }
                 self.on_member_record(&rec);
             }
             (Bucket::Health, Message::Report(rec)) => {

@@ -423,6 +423,9 @@ fn our_leftovers_from_an_earlier_life_are_deleted() {
     let mut me = node("me", Policy::PreferLocal, 51);
     let earlier_me = Peer::new("me", 0);
     me.handle(at(0), earlier_me.report_record("old", 3, Healthy));
+    // Our membership record from that life is no sign of a second process with our id.
+    me.handle(at(0), earlier_me.member_record(9, 3, WALL_BASE_MS));
+    assert_eq!(me.stats().dropped(DropReason::DuplicateNodeId), 0);
     let outs = drain(&mut me);
     assert_eq!(
         outs,

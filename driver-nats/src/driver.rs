@@ -605,7 +605,7 @@ impl Driver {
                 }
                 Output::ConfigIgnored { version, current } => {
                     self.metrics.count_config("ignored");
-                    tracing::info!(cluster = %self.cluster_id, version, current, "config version ignored: not newer than the one in force");
+                    tracing::warn!(cluster = %self.cluster_id, version, current, "config version ignored: not newer than the one in force");
                 }
             }
         }
