@@ -194,8 +194,8 @@ impl Members {
         self.expiries.len()
     }
 
-    /// When to look at expiries next: right after the earliest indexed time. It may be early
-    /// (the member was heard since); an early look is harmless.
+    /// When to look at expiries next: right after the earliest indexed time (exact after
+    /// [`Members::refresh_front`]; otherwise possibly early, which is harmless).
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.expiries
             .first()
@@ -253,6 +253,24 @@ impl Members {
             view.count(ep, r.state(), false);
         }
         true
+    }
+
+    /// Moves entries at the front of the expiry index that were heard since they were indexed
+    /// to their real time, so that [`Members::next_expiry`] is exact. Each member moves about
+    /// once per TTL, not once per heartbeat.
+    pub(crate) fn refresh_front(&mut self) {
+        while let Some(&(indexed, idx)) = self.expiries.first() {
+            let m = self.slots[idx as usize]
+                .as_mut()
+                .expect("the index holds live members");
+            let until = m.active_until.expect("the index holds active members");
+            if until == indexed {
+                return;
+            }
+            self.expiries.pop_first();
+            m.indexed_until = until;
+            self.expiries.insert((until, idx));
+        }
     }
 
     /// Pops one member whose activity ended before `now` (active *at* `active_until`).

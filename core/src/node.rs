@@ -367,6 +367,15 @@ impl Node {
             Input::KvPutFailed { bucket, key } => self.on_kv_put_failed(bucket, &key),
             Input::ConfigEntry { version, yaml } => self.on_config_entry(version, &yaml),
         }
+        self.members.refresh_front();
+    }
+
+    /// Hands in a message received on `subject`: the same as [`Input::Received`], without
+    /// copying the subject or the payload (for drivers that fan one message out to many nodes).
+    pub fn handle_received(&mut self, now: Now, subject: &str, payload: &[u8]) {
+        self.advance(now);
+        self.on_received(subject, payload);
+        self.members.refresh_front();
     }
 
     /// Runs the timers due at `now`. Calling it early is harmless.
@@ -384,6 +393,7 @@ impl Node {
             self.next_maintenance = now + self.state.heartbeat_interval;
             self.maintenance();
         }
+        self.members.refresh_front();
     }
 
     /// When [`Node::handle_timeout`] should next be called.
@@ -802,11 +812,12 @@ impl Node {
             self.stats.drop(DropReason::Duplicate);
             return;
         }
-        m.hb_seq = hb.seq;
-        m.hb_from_record = !live;
-        if *m.region != *hb.region {
+        if m.hb_seq == 0 {
+            // The region is fixed for an incarnation: take it from its first heartbeat.
             m.region = hb.region.into();
         }
+        m.hb_seq = hb.seq;
+        m.hb_from_record = !live;
         m.clock_offset_ms = clock_offset_ms;
         self.stats.count_received(MessageKind::Heartbeat);
         if self

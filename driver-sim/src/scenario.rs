@@ -257,10 +257,11 @@ impl Scenario {
 
     /// Every endpoint named by an observation, in first-seen order.
     pub fn endpoints(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
         let mut out: Vec<String> = Vec::new();
         for e in &self.events {
             if let EventKind::Observe { endpoint, .. } = &e.kind
-                && !out.contains(endpoint)
+                && seen.insert(endpoint.as_str())
             {
                 out.push(endpoint.clone());
             }

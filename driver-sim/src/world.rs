@@ -624,12 +624,8 @@ impl<'a> World<'a> {
         }
         self.out.deliveries += 1;
         let now = self.now_of(to);
-        let input = Input::Received {
-            subject: flight.subject.clone(),
-            payload: flight.payload.clone(),
-        };
         if let Some(core) = self.nodes[to].core.as_mut() {
-            core.handle(now, input);
+            core.handle_received(now, &flight.subject, &flight.payload);
             self.drain(to);
         }
     }
