@@ -125,6 +125,7 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut applied_version = 0u64;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); break; }
@@ -133,17 +134,23 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
                 tracing::info!("SIGHUP: reconnecting with the certificate files as they are now");
                 node.reload_tls();
             }
-            event = events.recv() => match event {
-                Ok(Event::ConfigApplied { version, config: desired, .. }) => {
+            event = events.recv() => {
+                let desired = match event {
+                    Ok(Event::ConfigApplied { version, config: desired, .. }) => Some((version, desired)),
+                    Ok(_) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // A storm of decision events pushed ours out: catch up on the config.
+                        tracing::warn!(missed = n, "event subscriber fell behind");
+                        node.applied_config()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                if let Some((version, desired)) = desired.filter(|(v, _)| *v > applied_version) {
+                    applied_version = version;
                     let result = apply_desired(&config, &desired, &mut probes, &policy).await;
                     let _ = node.config_applied(version, result);
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "event subscriber fell behind");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            },
+            }
         }
     }
     probes.stop();

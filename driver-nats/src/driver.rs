@@ -589,6 +589,9 @@ impl Driver {
                             version
                         );
                     }
+                    if let Ok(mut applied) = self.shared.applied_config.lock() {
+                        *applied = Some((version, config.clone()));
+                    }
                     let _ = self.shared.events.send(Event::ConfigApplied {
                         version,
                         config,

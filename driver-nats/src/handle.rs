@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     pub(crate) decisions: RwLock<HashMap<String, Decision>>,
     pub(crate) connected: std::sync::atomic::AtomicBool,
     pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
+    /// The config version last accepted through config sync.
+    pub(crate) applied_config: std::sync::Mutex<Option<(u64, Arc<Config>)>>,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
@@ -184,6 +186,7 @@ impl Handle {
             decisions: RwLock::new(HashMap::new()),
             connected: std::sync::atomic::AtomicBool::new(false),
             connect_errors: Arc::default(),
+            applied_config: std::sync::Mutex::new(None),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -298,6 +301,16 @@ impl Handle {
     /// rotation). The driver also does this by itself when the files change.
     pub fn reload_tls(&self) {
         let _ = self.commands.send(Command::Reconnect);
+    }
+
+    /// The config version last accepted through config sync, and the config; a subscriber
+    /// that fell behind the events can catch up from here.
+    pub fn applied_config(&self) -> Option<(u64, Arc<Config>)> {
+        self.shared
+            .applied_config
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
     }
 
     /// Events from now on.
