@@ -27,6 +27,11 @@ pub(crate) fn install_crypto_provider() {
     let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long a request (and a JetStream API call or KV write) may wait for its answer.
+pub(crate) fn request_timeout(settings: &NatsSettings) -> Duration {
+    Duration::from_secs(2).max(settings.connect_timeout)
+}
+
 /// Commands (publishes, KV requests) the client may queue; async-nats's default is 2048.
 const CLIENT_QUEUE: usize = 65_536;
 
@@ -187,7 +192,7 @@ pub(crate) async fn options_recording(
         .client_capacity(CLIENT_QUEUE)
         .ping_interval(settings.ping_interval)
         .connection_timeout(settings.connect_timeout)
-        .request_timeout(Some(Duration::from_secs(2).max(settings.connect_timeout)))
+        .request_timeout(Some(request_timeout(settings)))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {

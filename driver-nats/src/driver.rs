@@ -703,11 +703,16 @@ impl Driver {
 }
 
 /// The JetStream context of `config` (with its domain, if any).
+///
+/// KV writes wait for their ack as long as requests do (async-nats's own default is 5 s): a
+/// write lost with a hung server fails, is retried and its report republished that much sooner.
 pub(crate) fn jetstream_context(client: &Client, config: &Config) -> jetstream::Context {
-    match &config.nats.jetstream_domain {
+    let mut js = match &config.nats.jetstream_domain {
         Some(domain) => jetstream::with_domain(client.clone(), domain),
         None => jetstream::new(client.clone()),
-    }
+    };
+    js.set_timeout(crate::connect::request_timeout(&config.nats));
+    js
 }
 
 /// Reads both buckets whole (members first) and reports the end as `read`.
