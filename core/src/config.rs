@@ -35,6 +35,8 @@ pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 /// Default `nats.servers`.
 pub const DEFAULT_NATS_SERVER: &str = "nats://127.0.0.1:4222";
+/// Default `nats.inboxPrefix`.
+pub const DEFAULT_INBOX_PREFIX: &str = "_INBOX";
 /// Shortest accepted heartbeat interval.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest accepted heartbeat TTL.
@@ -133,6 +135,10 @@ pub struct NatsSettings {
     pub ping_interval: Duration,
     /// `nats.connectTimeout`: how long one connection attempt may take. Default 2 s.
     pub connect_timeout: Duration,
+    /// `nats.inboxPrefix`: the subject prefix of this client's reply inboxes (request replies
+    /// and consumer deliveries). Default `_INBOX`; give each node its own (`_INBOX_<node>`)
+    /// when per-node permissions must keep nodes from reading each other's replies.
+    pub inbox_prefix: String,
 }
 
 impl Default for NatsSettings {
@@ -144,6 +150,7 @@ impl Default for NatsSettings {
             auth: NatsAuth::default(),
             ping_interval: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            inbox_prefix: DEFAULT_INBOX_PREFIX.to_owned(),
         }
     }
 }
@@ -372,6 +379,7 @@ struct RawNats {
     auth: Option<RawAuth>,
     ping_interval: Option<S<String>>,
     connect_timeout: Option<S<String>>,
+    inbox_prefix: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -870,6 +878,23 @@ impl Validator {
             raw.connect_timeout,
             n.connect_timeout,
         );
+        if let Some(prefix) = raw.inbox_prefix {
+            let ok = !prefix.value.is_empty()
+                && prefix.value.split('.').all(|t| {
+                    !t.is_empty() && t != "*" && t != ">" && !t.chars().any(char::is_whitespace)
+                });
+            if !ok {
+                self.problem(
+                    "nats.inboxPrefix",
+                    Some(prefix.referenced.line()),
+                    format!(
+                        "{:?} is not a subject prefix like \"_INBOX_node1\" (no wildcards, spaces or empty tokens)",
+                        prefix.value
+                    ),
+                );
+            }
+            n.inbox_prefix = prefix.value;
+        }
         n
     }
 
@@ -1087,6 +1112,44 @@ mod tests {
         assert_eq!(c.state.quorum_min_percent, 51);
         assert_eq!(c.admin_listen, DEFAULT_ADMIN_LISTEN);
         assert_eq!(c, Config::with_defaults("c1"));
+    }
+
+    #[test]
+    fn auth_and_inbox_prefix_are_read_and_checked() {
+        let c = Config::from_yaml(
+            "cluster:\n  id: c\nnats:\n  inboxPrefix: \"_INBOX_n1\"\n  auth:\n    credsFile: /etc/gslb/n1.creds\n    nkeySeedFile: /etc/gslb/n1.nk\n    userEnv: GSLB_USER\n    passwordEnv: GSLB_PASSWORD\n",
+        )
+        .unwrap();
+        assert_eq!(c.nats.inbox_prefix, "_INBOX_n1");
+        assert_eq!(
+            c.nats.auth,
+            NatsAuth {
+                creds_file: Some(PathBuf::from("/etc/gslb/n1.creds")),
+                nkey_seed_file: Some(PathBuf::from("/etc/gslb/n1.nk")),
+                user_env: Some("GSLB_USER".into()),
+                password_env: Some("GSLB_PASSWORD".into()),
+            }
+        );
+        assert_eq!(
+            Config::from_yaml("cluster:\n  id: c\n")
+                .unwrap()
+                .nats
+                .inbox_prefix,
+            "_INBOX"
+        );
+        for bad in ["\"\"", "\"_INBOX.>\"", "\"a..b\"", "\"a b\""] {
+            let p = problem(&format!("cluster:\n  id: c\nnats:\n  inboxPrefix: {bad}\n"));
+            assert_eq!(
+                (p.key.as_str(), p.line),
+                ("nats.inboxPrefix", Some(4)),
+                "{bad}"
+            );
+        }
+        let p = problem("cluster:\n  id: c\nnats:\n  auth:\n    userEnv: U\n");
+        assert_eq!(p.key, "nats.auth");
+        // A password in clear is not a key.
+        let p = problem("cluster:\n  id: c\nnats:\n  auth:\n    password: hunter2\n");
+        assert!(p.key.starts_with("nats.auth"), "{p}");
     }
 
     fn problem(yaml: &str) -> ConfigProblem {

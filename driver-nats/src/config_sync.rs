@@ -2,14 +2,17 @@
 //! `config.kvBucket`; its KV revision is its version. Events about it go to the stream
 //! `config.stream` on subjects `<config.subjectPrefix>.<cluster>`.
 //!
-//! New versions arrive three ways, so none of them is a single point of failure: a KV watcher
-//! (fast), an event on `<subjectPrefix>.<cluster>` (a nudge to read the key now), and a watchdog
-//! that reads the key every few seconds and rebuilds the watcher when it has fallen behind
-//! (a KV watcher can stall silently after a failover).
+//! New versions arrive three ways, so none of them is a single point of failure: a watcher
+//! (fast; a named ordered consumer filtered to `$KV.<kvBucket>.<cluster>`, so a node needs no
+//! permission beyond its own cluster's key), an event on `<subjectPrefix>.<cluster>` (a nudge to
+//! read the key now), and a watchdog that reads the key every few seconds and rebuilds the
+//! watcher when it has fallen behind (a KV watcher can stall silently after a failover).
 
 use std::time::Duration;
 
 use async_nats::Client;
+use async_nats::jetstream::consumer::push;
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -122,9 +125,14 @@ pub(crate) async fn run(
             }
         }
     };
-    if let Err(e) = open_event_stream(&js, &settings).await {
-        tracing::error!(stream = %settings.stream_name(), error = %e, "config event stream creation error; config sync continues on the KV alone");
-    }
+    // In the background: where nodes may not create streams and the stream is missing, each
+    // refused request costs a request timeout, which must not delay the snapshot.
+    let (event_js, event_settings) = (js.clone(), settings.clone());
+    tokio::spawn(async move {
+        if let Err(e) = open_event_stream(&event_js, &event_settings).await {
+            tracing::error!(stream = %event_settings.stream_name(), error = %e, "config event stream creation error; config sync continues on the KV alone");
+        }
+    });
     let nudge_subject = format!("{}.{}", settings.subject_prefix, key);
     let mut nudges = client.subscribe(nudge_subject).await.ok();
 
@@ -155,14 +163,14 @@ pub(crate) async fn run(
         }
     }
 
-    let mut watcher = store.watch_from_revision(&key, last_seen + 1).await.ok();
+    let mut watcher = watch(&client, &store, &key, last_seen + 1).await;
     let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let update = tokio::select! {
             entry = next_entry(&mut watcher) => match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => Some((entry.revision, entry.value)),
-                Some(_) => None,
+                Some(Some(version)) => Some(version),
+                Some(None) => None,
                 None => {
                     watcher = None;
                     None
@@ -173,12 +181,12 @@ pub(crate) async fn run(
                 match latest(&store, &key).await {
                     Ok(Some((version, yaml))) if version > last_seen => {
                         tracing::warn!(key = %key, version, last_seen, "config watcher fell behind; rebuilding it");
-                        watcher = store.watch_from_revision(&key, version + 1).await.ok();
+                        watcher = watch(&client, &store, &key, version + 1).await;
                         Some((version, yaml))
                     }
                     Ok(_) => {
                         if watcher.is_none() {
-                            watcher = store.watch_from_revision(&key, last_seen + 1).await.ok();
+                            watcher = watch(&client, &store, &key, last_seen + 1).await;
                         }
                         None
                     }
@@ -215,10 +223,58 @@ pub(crate) async fn run(
     }
 }
 
-async fn next_entry(watcher: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+/// Watches `key` of `store` from `revision` on: a named ordered push consumer filtered to the
+/// key (see [`crate::kv::consumer_name`] for why named). `None` (logged) when it cannot be
+/// made; the watchdog tries again.
+async fn watch(
+    client: &Client,
+    store: &kv::Store,
+    key: &str,
+    revision: u64,
+) -> Option<push::Ordered> {
+    let deliver_subject = client.new_inbox();
+    let made = async {
+        store
+            .stream
+            .create_consumer(push::OrderedConfig {
+                name: Some(crate::kv::consumer_name(&deliver_subject)),
+                deliver_subject: deliver_subject.clone(),
+                filter_subject: format!("$KV.{}.{key}", store.name),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: revision.max(1),
+                },
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .messages()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match made.await {
+        Ok(messages) => Some(messages),
+        Err(e) => {
+            tracing::warn!(bucket = %store.name, key, error = %e, "config watcher not started; the nudge and the watchdog still bring new versions");
+            None
+        }
+    }
+}
+
+/// The next message of the watcher: `Some(Some((revision, value)))` for a new value,
+/// `Some(None)` for a deletion, `None` when the watcher ended or failed.
+async fn next_entry(watcher: &mut Option<push::Ordered>) -> Option<Option<(u64, Bytes)>> {
     match watcher {
         Some(w) => match w.next().await {
-            Some(Ok(entry)) => Some(entry),
+            Some(Ok(message)) => {
+                let deleted = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() != "PUT");
+                let revision = message.info().ok()?.stream_sequence;
+                Some((!deleted).then(|| (revision, message.payload.clone())))
+            }
             _ => None,
         },
         None => futures::future::pending().await,

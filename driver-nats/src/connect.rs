@@ -179,6 +179,9 @@ pub(crate) async fn options_recording(
     }
     Ok(opts
         .name(client_name)
+        // Replies and consumer deliveries come to `<inbox_prefix>.…`: a prefix of its own lets
+        // the server keep other clients from reading them (see SECURITY.md).
+        .custom_inbox_prefix(settings.inbox_prefix.as_str())
         // A node has no use for its own messages back (and with many changes they cost).
         .no_echo()
         // Room for a burst of changes (a publish and a KV write each) without the driver's

@@ -357,7 +357,27 @@ impl Driver {
                 tracing::debug!(node = self.node.node_id(), error = %e, "NATS client error");
             }
             NatsEvent::ServerError(e) => {
-                tracing::error!(node = self.node.node_id(), error = %e, "NATS server error");
+                let text = e.to_string();
+                match crate::security::permission_violation(&text) {
+                    Some((operation, subject)) => {
+                        self.metrics
+                            .permission_denied
+                            .get_or_create(&crate::metrics::OperationLabel { operation })
+                            .inc();
+                        if !crate::security::log_denial_now(&subject) {
+                            return;
+                        }
+                        tracing::error!(
+                            node = self.node.node_id(),
+                            operation,
+                            subject = %subject,
+                            "NATS permission denied: the server refused to let this node {operation} on {subject:?}; check its permissions (SECURITY.md)"
+                        );
+                    }
+                    None => {
+                        tracing::error!(node = self.node.node_id(), error = %text, "NATS server error")
+                    }
+                }
             }
             NatsEvent::SlowConsumer(_) => {
                 // One event per dropped message (itself through a lossy channel): a lower bound.

@@ -77,10 +77,12 @@ pub(crate) async fn read_prefix(
     out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, String> {
     let subject_prefix = format!("$KV.{}.", store.name);
+    let deliver_subject = client.new_inbox();
     let consumer = store
         .stream
         .create_consumer(push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
+            name: Some(consumer_name(&deliver_subject)),
+            deliver_subject,
             filter_subject: format!("{subject_prefix}{key_filter}"),
             deliver_policy: DeliverPolicy::LastPerSubject,
             replay_policy: ReplayPolicy::Instant,
@@ -144,6 +146,27 @@ pub(crate) async fn read_prefix(
     }
 }
 
+/// A unique name for a consumer delivering to `inbox` (`gslb_` and the inbox's unique last
+/// token).
+///
+/// Only a named consumer is created on `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`,
+/// a subject that carries the filter, so the server's permissions can hold a node to its own
+/// cluster's keys (SECURITY.md); an unnamed one is created on `…CREATE.<stream>`, which
+/// cannot be restricted by filter.
+pub(crate) fn consumer_name(inbox: &str) -> String {
+    let unique = inbox.rsplit('.').next().unwrap_or(inbox);
+    let mut name = String::with_capacity(5 + unique.len());
+    name.push_str("gslb_");
+    name.extend(unique.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
 /// How many messages the consumer has left after `message`: a token of its reply subject,
 /// `$JS.ACK.[<domain>.<account hash>.]<stream>.<consumer>.<delivered>.<stream seq>.<consumer
 /// seq>.<timestamp>.<pending>[.<token>]` (ADR-15), read without parsing the others as
@@ -188,6 +211,15 @@ mod tests {
         ] {
             assert_eq!(super::pending_in_reply(reply), pending, "{reply}");
         }
+    }
+
+    #[test]
+    fn consumer_names_are_legal_and_unique_per_inbox() {
+        assert_eq!(
+            super::consumer_name("_INBOX_n1.AbC123xyz"),
+            "gslb_AbC123xyz"
+        );
+        assert_eq!(super::consumer_name("odd*.a.b>"), "gslb_b_");
     }
 }
 

@@ -47,6 +47,7 @@ pub mod http;
 mod kv;
 pub mod metrics;
 pub mod probe;
+pub mod security;
 
 pub use connect::ConnectSetupError;
 pub use handle::{EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
@@ -59,6 +60,42 @@ pub fn jetstream_context(
     config: &gslb_state_core::Config,
 ) -> async_nats::jetstream::Context {
     driver::jetstream_context(client, config)
+}
+
+/// Creates what the nodes of `config`'s cluster use, when absent: the members and health
+/// buckets and, with config sync on, the config bucket and its event stream. For
+/// `gslb-state bootstrap`, run once with administrator credentials where nodes are not allowed
+/// to create them (SECURITY.md). Returns the names, in that order.
+pub async fn bootstrap(
+    client: &async_nats::Client,
+    config: &gslb_state_core::Config,
+) -> Result<Vec<String>, String> {
+    let js = jetstream_context(client, config);
+    let names = gslb_state_core::Names::new(&config.cluster_id);
+    let mut made = Vec::new();
+    for bucket in [
+        gslb_state_core::Bucket::Members,
+        gslb_state_core::Bucket::Health,
+    ] {
+        let name = names.bucket(bucket);
+        kv::ensure_bucket(&js, name)
+            .await
+            .map_err(|e| format!("KV bucket {name}: {e}"))?;
+        made.push(name.to_owned());
+    }
+    if config.state.enable_config_sync
+        && let Some(settings) = &config.config_sync
+    {
+        config_sync::open_bucket(&js, settings)
+            .await
+            .map_err(|e| format!("config.kvBucket {}: {e}", settings.kv_bucket))?;
+        made.push(settings.kv_bucket.clone());
+        config_sync::open_event_stream(&js, settings)
+            .await
+            .map_err(|e| format!("config.stream {}: {e}", settings.stream_name()))?;
+        made.push(settings.stream_name());
+    }
+    Ok(made)
 }
 
 /// Connects a plain client with `config`'s servers, TLS and credentials (for tools).

@@ -14,6 +14,7 @@
 //! | `gslbd_state_resyncs_total` | re-syncs of one member's reports from the KV |
 //! | `gslbd_state_config_events_total{result}` | config versions `applied`, `rejected`, `ignored`, `failed` |
 //! | `gslbd_state_config_version` | config version in force |
+//! | `gslbd_state_permission_denied_total{operation}` | the server refused a `publish` or `subscribe` (see SECURITY.md) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,6 +55,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// `operation` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    /// `publish` or `subscribe`.
+    pub operation: &'static str,
+}
+
 /// Every metric of one node.
 #[derive(Debug)]
 pub struct Metrics {
@@ -82,6 +90,8 @@ pub struct Metrics {
     pub config_events: Family<ResultLabel, Counter>,
     /// `gslbd_state_config_version`.
     pub config_version: Gauge,
+    /// `gslbd_state_permission_denied_total{operation}`.
+    pub permission_denied: Family<OperationLabel, Counter>,
     /// Last core drop counts seen, to turn totals into increments.
     dropped_seen: [AtomicU64; DropReason::ALL.len()],
 }
@@ -108,6 +118,7 @@ impl Metrics {
         let resyncs = Counter::default();
         let config_events = Family::default();
         let config_version = Gauge::default();
+        let permission_denied = Family::default();
         registry.register(
             "gslbd_state_nats_connected",
             "1 when connected to NATS",
@@ -168,6 +179,11 @@ impl Metrics {
             "Config version in force (KV revision)",
             config_version.clone(),
         );
+        registry.register(
+            "gslbd_state_permission_denied",
+            "Operations the NATS server refused for lack of permission, by operation",
+            permission_denied.clone(),
+        );
         Metrics {
             registry,
             connected,
@@ -182,6 +198,7 @@ impl Metrics {
             resyncs,
             config_events,
             config_version,
+            permission_denied,
             dropped_seen: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

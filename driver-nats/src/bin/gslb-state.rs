@@ -45,6 +45,22 @@ enum Command {
     /// Read or write the desired configuration distributed by config sync.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Create the cluster's KV buckets (and, with config sync, the config bucket and event
+    /// stream) when absent; run once with administrator credentials (SECURITY.md).
+    Bootstrap {
+        /// A configuration file of the cluster, with administrator credentials.
+        #[arg(long, default_value = "/etc/gslb/config.yaml")]
+        config: PathBuf,
+    },
+    /// Print the nats-server permissions a node needs, and no more (SECURITY.md).
+    Permissions {
+        /// The node's configuration file.
+        #[arg(long, default_value = "/etc/gslb/config.yaml")]
+        config: PathBuf,
+        /// The node id, when the file has no `node.id` (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +124,8 @@ fn main() -> ExitCode {
             Command::Run { config } => gslb_state_nats::daemon::run(&config).await,
             Command::CheckConfig { file } => check_config(&file),
             Command::Config(c) => config_command(c).await,
+            Command::Bootstrap { config } => bootstrap(&config).await,
+            Command::Permissions { config, node } => permissions(&config, node),
         }
     });
     match result {
@@ -155,6 +173,29 @@ fn check_config(path: &Path) -> Result<(), String> {
             cs.stream_name()
         );
     }
+    Ok(())
+}
+
+async fn bootstrap(path: &Path) -> Result<(), String> {
+    let config = load_config(path)?;
+    let client = gslb_state_nats::connect(&config, "gslb-state bootstrap").await?;
+    for name in gslb_state_nats::bootstrap(&client, &config).await? {
+        println!("ready: {name}");
+    }
+    Ok(())
+}
+
+fn permissions(path: &Path, node: Option<String>) -> Result<(), String> {
+    let config = load_config(path)?;
+    let node = node
+        .or_else(|| config.node_id.clone())
+        .unwrap_or_else(host_name);
+    let p = gslb_state_nats::security::node_permissions(&config, &node);
+    println!(
+        "# nats-server permissions of node {node:?} of cluster {:?}\npermissions: {}",
+        config.cluster_id,
+        p.to_conf(0)
+    );
     Ok(())
 }
 
