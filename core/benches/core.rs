@@ -89,6 +89,7 @@ impl World {
             seq: self.hb_seq,
             sent_unix_ms: 0,
             report_seq: self.report_seq[peer] - 1,
+            kv_seq: self.report_seq[peer] - 1,
         }));
         Input::Received {
             subject: self.names.subject(SubjectKind::Heartbeat, &id),

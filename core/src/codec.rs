@@ -81,6 +81,9 @@ pub struct Heartbeat<'a> {
     pub sent_unix_ms: u64,
     /// Sequence of the sender's latest health report change (0 = none yet).
     pub report_seq: u64,
+    /// Every report change up to this sequence is stored in the KV (its writes were
+    /// acknowledged), so a reader of the KV may trust a complete read up to here.
+    pub kv_seq: u64,
 }
 
 /// One report inside a [`ReportBatch`].
@@ -138,6 +141,8 @@ pub struct MemberRecord<'a> {
     pub sent_unix_ms: u64,
     /// Sequence of the node's latest health report change.
     pub report_seq: u64,
+    /// Every report change up to this sequence is stored in the KV.
+    pub kv_seq: u64,
 }
 
 /// A node's report on one endpoint, the value under `<node>.<endpoint>` in the health bucket.
@@ -323,6 +328,7 @@ fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
             check_str(m.region, MAX_REGION_BYTES, true, "bad region")?;
             check_seq(m.seq)?;
             check_seq(m.report_seq)?;
+            check_seq(m.kv_seq)?;
         }
         Message::Reports(m) => {
             if m.items.len() > MAX_BATCH_ITEMS {
@@ -348,6 +354,7 @@ fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
             check_str(m.region, MAX_REGION_BYTES, true, "bad region")?;
             check_seq(m.hb_seq)?;
             check_seq(m.report_seq)?;
+            check_seq(m.kv_seq)?;
         }
         Message::Report(m) => {
             check_str(
@@ -385,6 +392,7 @@ mod tests {
             seq: 3,
             sent_unix_ms: 1_700_000_000_000,
             report_seq: 9,
+            kv_seq: 8,
         })
     }
 
@@ -418,6 +426,7 @@ mod tests {
             hb_seq: 2,
             sent_unix_ms: 3,
             report_seq: 4,
+            kv_seq: 4,
         });
         let report = Message::Report(ReportRecord {
             cluster: "c",

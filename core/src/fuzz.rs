@@ -136,6 +136,7 @@ fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<
             seq: number(u)?,
             sent_unix_ms: u64::arbitrary(u)?,
             report_seq: number(u)?,
+            kv_seq: number(u)?,
         }),
         1 => {
             let (incarnation, sent_unix_ms) = (number(u)?, u64::arbitrary(u)?);
@@ -166,6 +167,7 @@ fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<
             hb_seq: number(u)?,
             sent_unix_ms: u64::arbitrary(u)?,
             report_seq: number(u)?,
+            kv_seq: number(u)?,
         }),
         _ => Message::Report(ReportRecord {
             cluster,

@@ -69,6 +69,16 @@ pub enum Input {
         /// Whether every matching entry was handed in.
         complete: bool,
     },
+    /// A KV write of ours was acknowledged ([`Output::KvPut`](crate::Output::KvPut) with its
+    /// `seq`): the report is durable, and heartbeats may say so.
+    KvPutOk {
+        /// The bucket written to.
+        bucket: Bucket,
+        /// The key written.
+        key: String,
+        /// The `seq` of the write.
+        seq: u64,
+    },
     /// A KV write of ours failed; the core retries it later.
     KvPutFailed {
         /// The bucket written to.

@@ -66,8 +66,13 @@ pub(crate) struct Member {
     pub(crate) announced_seq: u64,
     /// Every report change up to this sequence is known.
     pub(crate) synced_seq: u64,
-    /// Highest report sequence received.
-    pub(crate) max_seen_seq: u64,
+    /// Every report change up to this sequence is in the KV, as the member last said.
+    pub(crate) kv_seq: u64,
+    /// `kv_seq` as the membership records of the start-up snapshot said (read before the
+    /// health bucket, so a complete snapshot holds every report up to it).
+    pub(crate) snapshot_kv_seq: u64,
+    /// `kv_seq` when the re-sync in flight was asked for (a complete read holds up to it).
+    pub(crate) resync_kv_seq: u64,
     /// When a re-sync of this member was last requested and not yet done.
     pub(crate) resync_since: Option<Instant>,
     /// When the member last became inactive (for forgetting it eventually).
@@ -146,7 +151,9 @@ impl Members {
             indexed_until: Instant::ZERO,
             announced_seq: 0,
             synced_seq: 0,
-            max_seen_seq: 0,
+            kv_seq: 0,
+            snapshot_kv_seq: 0,
+            resync_kv_seq: 0,
             resync_since: None,
             inactive_since: now,
             clock_offset_ms: 0,
@@ -340,7 +347,9 @@ impl Members {
         m.last_heard = None;
         m.announced_seq = 0;
         m.synced_seq = 0;
-        m.max_seen_seq = 0;
+        m.kv_seq = 0;
+        m.snapshot_kv_seq = 0;
+        m.resync_kv_seq = 0;
         m.resync_since = None;
         m.reports = FxHashMap::default();
         was_active
@@ -383,7 +392,6 @@ impl Members {
                 }
             }
         }
-        m.max_seen_seq = m.max_seen_seq.max(seq);
         ReportOutcome::Applied
     }
 

@@ -167,6 +167,17 @@ struct Own {
     to_put: VecDeque<EndpointId>,
     /// KV writes that failed, retried on the next maintenance tick.
     failed_puts: Vec<EndpointId>,
+    /// Sequences of current reports whose KV write is not acknowledged yet.
+    unacked: std::collections::BTreeSet<u64>,
+}
+
+impl Own {
+    /// Every change up to this sequence is stored in the KV.
+    fn kv_seq(&self) -> u64 {
+        self.unacked
+            .first()
+            .map_or(self.report_seq, |first| first - 1)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -364,6 +375,7 @@ impl Node {
             Input::Connectivity(c) => self.on_connectivity(c),
             Input::KvEntry { bucket, key, value } => self.on_kv_entry(bucket, &key, &value),
             Input::KvReadDone { read, complete } => self.on_kv_read_done(read, complete),
+            Input::KvPutOk { bucket, key, seq } => self.on_kv_put_ok(bucket, &key, seq),
             Input::KvPutFailed { bucket, key } => self.on_kv_put_failed(bucket, &key),
             Input::ConfigEntry { version, yaml } => self.on_config_entry(version, &yaml),
         }
@@ -508,6 +520,10 @@ impl Node {
             _ => {}
         }
         self.own.report_seq += 1;
+        if let Some(old) = self.own.reports.get(&id) {
+            self.own.unacked.remove(&old.report.seq());
+        }
+        self.own.unacked.insert(self.own.report_seq);
         let report = PackedReport::new(self.own.report_seq, state);
         let entry = self.own.reports.entry(id).or_insert(OwnReport {
             report,
@@ -606,6 +622,7 @@ impl Node {
             seq: self.hb_seq,
             sent_unix_ms: self.wall.as_unix_ms(),
             report_seq: self.own.published_seq,
+            kv_seq: self.own.kv_seq().min(self.own.published_seq),
         }));
         let subject = self.names.subject(SubjectKind::Heartbeat, &self.node_id);
         self.stats.count_published(MessageKind::Heartbeat);
@@ -622,6 +639,7 @@ impl Node {
             hb_seq: self.hb_seq,
             sent_unix_ms: self.wall.as_unix_ms(),
             report_seq: self.own.published_seq,
+            kv_seq: self.own.kv_seq().min(self.own.published_seq),
         }));
         self.stats.count_published(MessageKind::Member);
         self.push(Output::KvPut {
@@ -629,6 +647,7 @@ impl Node {
             key: self.names.member_key(&self.node_id),
             value,
             kind: MessageKind::Member,
+            seq: 0,
         });
     }
 
@@ -653,7 +672,35 @@ impl Node {
             key,
             value,
             kind: MessageKind::Report,
+            seq: report.seq(),
         })
+    }
+
+    fn on_kv_put_ok(&mut self, bucket: Bucket, key: &str, seq: u64) {
+        if bucket != Bucket::Health {
+            return;
+        }
+        let Some(id) = self.own_endpoint_of_key(key) else {
+            return;
+        };
+        // Only the write of the current report makes it durable; an older one is superseded.
+        if self
+            .own
+            .reports
+            .get(&id)
+            .is_some_and(|r| r.report.seq() == seq)
+        {
+            self.own.unacked.remove(&seq);
+        }
+    }
+
+    /// The endpoint of one of our own health-bucket keys.
+    fn own_endpoint_of_key(&self, key: &str) -> Option<EndpointId> {
+        let (node, endpoint) = self.names.parse_report_key(key).ok()?;
+        if node != self.node_id {
+            return None;
+        }
+        self.view.id_of(&endpoint)
     }
 
     fn on_kv_put_failed(&mut self, bucket: Bucket, key: &str) {
@@ -661,13 +708,7 @@ impl Node {
         if bucket != Bucket::Health {
             return;
         }
-        let Ok((node, endpoint)) = self.names.parse_report_key(key) else {
-            return;
-        };
-        if node != self.node_id {
-            return;
-        }
-        let Some(id) = self.view.id_of(&endpoint) else {
+        let Some(id) = self.own_endpoint_of_key(key) else {
             return;
         };
         if let Some(r) = self.own.reports.get_mut(&id)
@@ -800,9 +841,19 @@ impl Node {
 
     /// A heartbeat, live (`heard_at = now`) or from a snapshot (`heard_at` = when it was sent).
     fn on_heartbeat(&mut self, hb: &Heartbeat<'_>, heard_at: Instant, clock_offset_ms: i64) {
-        let Some(idx) = self.member_for(hb.node, hb.incarnation) else {
-            return;
-        };
+        if let Some(idx) = self.member_for(hb.node, hb.incarnation) {
+            self.heartbeat_of(idx, hb, heard_at, clock_offset_ms);
+        }
+    }
+
+    /// A heartbeat of member `idx` (already checked to be of its incarnation).
+    fn heartbeat_of(
+        &mut self,
+        idx: MemberIdx,
+        hb: &Heartbeat<'_>,
+        heard_at: Instant,
+        clock_offset_ms: i64,
+    ) {
         let live = heard_at == self.now;
         let m = self.members.get_mut(idx);
         // The heartbeat a snapshot record stood for still refreshes the member when it arrives
@@ -826,18 +877,21 @@ impl Node {
         {
             self.member_up(idx);
         }
-        self.announce(idx, hb.report_seq);
+        self.announce(idx, hb.report_seq, hb.kv_seq);
     }
 
-    /// `idx` says its latest report is `report_seq`: re-sync it if we are missing some.
-    fn announce(&mut self, idx: MemberIdx, report_seq: u64) {
+    /// `idx` says its latest report is `report_seq`, and every report up to `kv_seq` is in the
+    /// KV: re-sync it if we miss some that the KV holds.
+    fn announce(&mut self, idx: MemberIdx, report_seq: u64, kv_seq: u64) {
         let now = self.now;
         let retry_after = self.ttl();
         let snapshot_done = self.snapshot_done;
         let m = self.members.get_mut(idx);
         m.announced_seq = m.announced_seq.max(report_seq);
-        // While the snapshot is read, it brings every report anyway.
-        if m.announced_seq <= m.synced_seq || !snapshot_done {
+        m.kv_seq = m.kv_seq.max(kv_seq);
+        // While the snapshot is read, it brings every report anyway. Reports not yet in the KV
+        // are left to the fast path until the KV has them.
+        if m.announced_seq <= m.synced_seq || m.kv_seq <= m.synced_seq || !snapshot_done {
             return;
         }
         if m.resync_since
@@ -846,6 +900,7 @@ impl Node {
             return;
         }
         m.resync_since = Some(now);
+        m.resync_kv_seq = m.kv_seq;
         let node = m.id.to_string();
         let key_filter = self.names.report_key_filter(&node);
         self.stats.resyncs_requested += 1;
@@ -947,6 +1002,15 @@ impl Node {
     /// sender clock ever judges freshness outside the snapshot.
     fn on_member_record(&mut self, rec: &MemberRecord<'_>) {
         let age = self.wall.age_of(WallTime::from_unix_ms(rec.sent_unix_ms));
+        let Some(idx) = self.member_for(rec.node, rec.incarnation) else {
+            return;
+        };
+        if !self.snapshot_done {
+            // The snapshot reads members first: what a record says is durable is in the health
+            // bucket by the time that is read.
+            let m = self.members.get_mut(idx);
+            m.snapshot_kv_seq = m.snapshot_kv_seq.max(rec.kv_seq);
+        }
         if !self.snapshot_done && age <= self.ttl() {
             let hb = Heartbeat {
                 cluster: rec.cluster,
@@ -956,6 +1020,7 @@ impl Node {
                 seq: rec.hb_seq,
                 sent_unix_ms: rec.sent_unix_ms,
                 report_seq: rec.report_seq,
+                kv_seq: rec.kv_seq,
             };
             let offset = clock_offset_ms(self.wall, rec.sent_unix_ms);
             let heard_at = Instant::from_nanos(
@@ -963,34 +1028,40 @@ impl Node {
                     .as_nanos()
                     .saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX)),
             );
-            self.on_heartbeat(&hb, heard_at, offset);
-        } else if let Some(idx) = self.member_for(rec.node, rec.incarnation) {
+            self.heartbeat_of(idx, &hb, heard_at, offset);
+        } else {
             // Too old to vouch for the member (or read after the snapshot): it only tells what
             // the member has published. Its heartbeat sequence is not taken, so the live
             // heartbeat it stood for still counts when it arrives.
-            self.announce(idx, rec.report_seq);
+            self.announce(idx, rec.report_seq, rec.kv_seq);
         }
     }
 
     fn on_kv_read_done(&mut self, read: KvRead, complete: bool) {
-        let idxs: Vec<MemberIdx> = match &read {
+        // A complete read holds every report that was durable when it began: up to the
+        // `kv_seq` its members said before it. Reports not yet durable then are not trusted
+        // to be there; they come on the fast path or in a later re-sync.
+        match &read {
             KvRead::Snapshot => {
                 self.snapshot_done = true;
-                if complete {
-                    self.members.indices()
-                } else {
-                    Vec::new()
+                for idx in self.members.indices() {
+                    let m = self.members.get_mut(idx);
+                    if complete {
+                        m.synced_seq = m.synced_seq.max(m.snapshot_kv_seq);
+                    }
+                    m.resync_since = None;
                 }
             }
-            KvRead::Members => Vec::new(),
-            KvRead::Reports { node } if complete => self.members.find(node).into_iter().collect(),
-            KvRead::Reports { .. } => Vec::new(),
-        };
-        // A complete read of the health bucket brought every report the KV holds.
-        for idx in idxs {
-            let m = self.members.get_mut(idx);
-            m.synced_seq = m.synced_seq.max(m.max_seen_seq);
-            m.resync_since = None;
+            KvRead::Members => {}
+            KvRead::Reports { node } => {
+                if let Some(idx) = self.members.find(node) {
+                    let m = self.members.get_mut(idx);
+                    if complete {
+                        m.synced_seq = m.synced_seq.max(m.resync_kv_seq);
+                        m.resync_since = None;
+                    }
+                }
+            }
         }
     }
 

@@ -43,8 +43,9 @@ pub enum Output {
         /// What it is, for metrics.
         kind: MessageKind,
     },
-    /// Write `value` under `key` in `bucket`. On failure, hand in
-    /// [`Input::KvPutFailed`](crate::Input::KvPutFailed).
+    /// Write `value` under `key` in `bucket`. Hand in
+    /// [`Input::KvPutOk`](crate::Input::KvPutOk) with `seq` when it is acknowledged, or
+    /// [`Input::KvPutFailed`](crate::Input::KvPutFailed) when it failed.
     KvPut {
         /// The bucket.
         bucket: Bucket,
@@ -54,6 +55,8 @@ pub enum Output {
         value: Bytes,
         /// What it is, for metrics.
         kind: MessageKind,
+        /// The report sequence written (0 for membership records), to echo in `KvPutOk`.
+        seq: u64,
     },
     /// Delete `key` from `bucket` (a leftover of an earlier incarnation of this node).
     KvDelete {

@@ -165,7 +165,10 @@ impl Reference {
                 read: KvRead::Snapshot,
                 ..
             } => self.snapshot_done = true,
-            Input::Connectivity(_) | Input::KvReadDone { .. } | Input::KvPutFailed { .. } => {}
+            Input::Connectivity(_)
+            | Input::KvReadDone { .. }
+            | Input::KvPutOk { .. }
+            | Input::KvPutFailed { .. } => {}
         }
     }
 

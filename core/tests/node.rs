@@ -855,3 +855,120 @@ fn only_a_complete_read_of_reports_counts_as_synced() {
     );
     assert_eq!(me.stats().resyncs_requested, 2);
 }
+
+#[test]
+fn a_kv_read_is_trusted_only_up_to_what_the_sender_says_is_durable() {
+    let mut me = connected(Policy::GlobalAnyHealthy, 51, "me");
+    drain(&mut me);
+    let peer = Peer::new("a", 1);
+    // a reported web (1) and db (2), both missed here; only web's KV write is acknowledged.
+    me.handle(at(0), peer.heartbeat_kv(1, 2, 1, 0));
+    assert!(
+        drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. }))
+    );
+    // The read races db's write: it finds web only, and is complete.
+    me.handle(at(10), peer.report_record("web", 1, Healthy));
+    me.handle(
+        at(10),
+        Input::KvReadDone {
+            read: KvRead::Reports { node: "a".into() },
+            complete: true,
+        },
+    );
+    assert_eq!(me.decision("db"), None);
+    // Nothing more is durable yet: no pointless read.
+    me.handle(at(1_000), peer.heartbeat_kv(2, 2, 1, 0));
+    assert!(
+        !drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. }))
+    );
+    // db's write lands: the next heartbeat says so, and the read is asked for at once.
+    me.handle(at(1_100), peer.heartbeat_kv(3, 2, 2, 0));
+    assert!(
+        drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. })),
+        "read again"
+    );
+    me.handle(at(1_110), peer.report_record("web", 1, Healthy));
+    me.handle(at(1_110), peer.report_record("db", 2, Unhealthy));
+    me.handle(
+        at(1_110),
+        Input::KvReadDone {
+            read: KvRead::Reports { node: "a".into() },
+            complete: true,
+        },
+    );
+    assert_eq!(me.decision("db").unwrap().healthy, Some(false));
+    me.handle(at(2_000), peer.heartbeat_kv(4, 2, 2, 0));
+    assert!(
+        !drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. })),
+        "in sync"
+    );
+    assert_eq!(me.stats().resyncs_requested, 2);
+}
+
+#[test]
+fn a_node_says_which_of_its_reports_are_durable() {
+    let mut me = connected(Policy::PreferLocal, 51, "me");
+    drain(&mut me);
+    me.handle(at(1), local("web", Some(true)));
+    me.handle(at(1), local("db", Some(false)));
+    let puts: Vec<(String, u64)> = drain(&mut me)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::KvPut {
+                bucket: Bucket::Health,
+                key,
+                seq,
+                ..
+            } => Some((key, seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(puts.len(), 2);
+    let kv_seq_of_next_heartbeat = |me: &mut gslb_state_core::Node, t: u64| {
+        me.handle_timeout(at(t));
+        drain(me)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Publish {
+                    payload,
+                    kind: gslb_state_core::MessageKind::Heartbeat,
+                    ..
+                } => match gslb_state_core::codec::decode(&payload).unwrap() {
+                    gslb_state_core::codec::Message::Heartbeat(hb) => {
+                        Some((hb.report_seq, hb.kv_seq))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(kv_seq_of_next_heartbeat(&mut me, 1_000), (2, 0));
+    // db's write (seq 2) is acknowledged first: still only 0 is durable in order.
+    me.handle(
+        at(1_100),
+        Input::KvPutOk {
+            bucket: Bucket::Health,
+            key: puts[1].0.clone(),
+            seq: puts[1].1,
+        },
+    );
+    assert_eq!(kv_seq_of_next_heartbeat(&mut me, 2_000), (2, 0));
+    me.handle(
+        at(2_100),
+        Input::KvPutOk {
+            bucket: Bucket::Health,
+            key: puts[0].0.clone(),
+            seq: puts[0].1,
+        },
+    );
+    assert_eq!(kv_seq_of_next_heartbeat(&mut me, 3_000), (2, 2));
+}

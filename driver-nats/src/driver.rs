@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::config_sync::{self, ConfigUpdate};
 use crate::handle::{Command, Event, Shared};
-use crate::kv::{self, ReadEntry, Stores, WriteFailed, WriteOp};
+use crate::kv::{self, ReadEntry, Stores, WriteDone, WriteOp};
 use crate::metrics::Metrics;
 
 /// Most messages handled between two passes over the outputs.
@@ -134,12 +134,12 @@ pub(crate) async fn run(
     };
     let (writes, write_rx) = mpsc::unbounded_channel();
     let (stores_tx, stores_rx) = watch::channel(None);
-    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<WriteFailed>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<WriteDone>();
     let metrics = shared.metrics.clone();
     let writer = tokio::spawn(kv::run_writer(
         write_rx,
         stores_rx.clone(),
-        failed_tx,
+        done_tx,
         metrics.clone(),
     ));
     let (internal_tx, mut internal_rx) = mpsc::channel(READ_CHANNEL);
@@ -207,9 +207,15 @@ pub(crate) async fn run(
                     }
                 }
             }
-            Some(failed) = failed_rx.recv() => {
+            Some(done) = done_rx.recv() => {
                 let now = d.clock.now();
-                d.node.handle(now, Input::KvPutFailed { bucket: failed.bucket, key: failed.key });
+                d.on_write_done(now, done);
+                for _ in 0..MAX_MESSAGES_PER_TURN {
+                    match done_rx.try_recv() {
+                        Ok(done) => d.on_write_done(now, done),
+                        Err(_) => break,
+                    }
+                }
             }
             _ = sleep_until(wake) => {
                 let now = d.clock.now();
@@ -241,6 +247,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 impl Driver {
     fn now(&self) -> gslb_state_core::Now {
         self.clock.now()
+    }
+
+    /// A KV write ended: acknowledged (the report is durable) or failed (retried later).
+    fn on_write_done(&mut self, now: gslb_state_core::Now, done: WriteDone) {
+        let input = if done.ok {
+            Input::KvPutOk {
+                bucket: done.bucket,
+                key: done.key,
+                seq: done.seq,
+            }
+        } else {
+            Input::KvPutFailed {
+                bucket: done.bucket,
+                key: done.key,
+            }
+        };
+        self.node.handle(now, input);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -560,9 +583,13 @@ impl Driver {
                     }
                 }
                 Output::KvPut {
-                    bucket, key, value, ..
+                    bucket,
+                    key,
+                    value,
+                    seq,
+                    ..
                 } => {
-                    let _ = self.writes.send((bucket, key, WriteOp::Put(value)));
+                    let _ = self.writes.send((bucket, key, WriteOp::Put(value, seq)));
                 }
                 Output::KvDelete { bucket, key } => {
                     let _ = self.writes.send((bucket, key, WriteOp::Delete));

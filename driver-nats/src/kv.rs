@@ -242,15 +242,18 @@ impl Stores {
 /// A KV write to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WriteOp {
-    Put(Bytes),
+    /// Put a value; the `u64` is the core's `seq` of the write, echoed in [`WriteDone`].
+    Put(Bytes, u64),
     Delete,
 }
 
-/// A write that failed, reported back to the driver (and from there to the core).
+/// How a put ended, reported back to the driver (and from there to the core).
 #[derive(Debug)]
-pub(crate) struct WriteFailed {
+pub(crate) struct WriteDone {
     pub(crate) bucket: Bucket,
     pub(crate) key: String,
+    pub(crate) seq: u64,
+    pub(crate) ok: bool,
 }
 
 /// Coalesces writes per key (only the newest value of a key is written) and pipelines them.
@@ -258,7 +261,7 @@ pub(crate) struct WriteFailed {
 pub(crate) async fn run_writer(
     mut ops: mpsc::UnboundedReceiver<(Bucket, String, WriteOp)>,
     mut stores: watch::Receiver<Option<Stores>>,
-    failed: mpsc::UnboundedSender<WriteFailed>,
+    done: mpsc::UnboundedSender<WriteDone>,
     metrics: Arc<Metrics>,
 ) {
     let mut pending: IndexMap<(Bucket, String), WriteOp> = IndexMap::new();
@@ -273,15 +276,20 @@ pub(crate) async fn run_writer(
                 };
                 let store = stores.get(bucket).clone();
                 in_flight.push(async move {
-                    let ok = match &op {
-                        WriteOp::Put(value) => store
-                            .put(&key, value.clone())
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        WriteOp::Delete => store.delete(&key).await.map_err(|e| e.to_string()),
+                    let (result, seq) = match &op {
+                        WriteOp::Put(value, seq) => (
+                            store
+                                .put(&key, value.clone())
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                            Some(*seq),
+                        ),
+                        WriteOp::Delete => {
+                            (store.delete(&key).await.map_err(|e| e.to_string()), None)
+                        }
                     };
-                    (bucket, key, store.name.clone(), ok)
+                    (bucket, key, store.name.clone(), seq, result)
                 });
             }
         }
@@ -295,11 +303,13 @@ pub(crate) async fn run_writer(
                 }
                 None => open = false,
             },
-            Some((bucket, key, name, result)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((bucket, key, name, seq, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 Metrics::count_kv(&metrics.kv_put, &name, result.is_ok());
-                if let Err(e) = result {
+                if let Err(e) = &result {
                     tracing::debug!(bucket = %name, key = %key, error = %e, "KV write failed; will retry");
-                    let _ = failed.send(WriteFailed { bucket, key });
+                }
+                if let Some(seq) = seq {
+                    let _ = done.send(WriteDone { bucket, key, seq, ok: result.is_ok() });
                 }
             }
             changed = stores.changed(), if ready.is_none() => {

@@ -6,7 +6,7 @@
 //! | output | what the simulation does |
 //! | --- | --- |
 //! | `Publish` | fans out to every other running node (the NATS driver connects with `no_echo`), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile |
-//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it, else `KvPutFailed` is handed back |
+//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it (`KvPutOk` handed back), else `KvPutFailed` is handed back |
 //! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
 //! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
 //!
@@ -659,15 +659,15 @@ impl<'a> World<'a> {
                 self.outputs = outs;
                 break;
             }
-            let mut failed = Vec::new();
+            let mut feedback = Vec::new();
             for o in outs.drain(..) {
-                membership_changed |= self.carry_out(n, o, &mut failed);
+                membership_changed |= self.carry_out(n, o, &mut feedback);
             }
             self.outputs = outs;
-            if !failed.is_empty() {
+            if !feedback.is_empty() {
                 let now = self.now_of(n);
                 let core = self.nodes[n].core.as_mut().expect("checked above");
-                for input in failed {
+                for input in feedback {
                     core.handle(now, input);
                 }
             }
@@ -711,8 +711,9 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Carries out one output; returns true if membership changed.
-    fn carry_out(&mut self, n: usize, out: Output, failed: &mut Vec<Input>) -> bool {
+    /// Carries out one output, pushing what it hands back (KV write results) to `feedback`;
+    /// returns true if membership changed.
+    fn carry_out(&mut self, n: usize, out: Output, feedback: &mut Vec<Input>) -> bool {
         match out {
             Output::Publish {
                 subject,
@@ -723,12 +724,17 @@ impl<'a> World<'a> {
                 false
             }
             Output::KvPut {
-                bucket, key, value, ..
+                bucket,
+                key,
+                value,
+                seq,
+                ..
             } => {
                 if self.net.kv_reachable(n) {
-                    self.kv.put(bucket, key, value);
+                    self.kv.put(bucket, key.clone(), value);
+                    feedback.push(Input::KvPutOk { bucket, key, seq });
                 } else {
-                    failed.push(Input::KvPutFailed { bucket, key });
+                    feedback.push(Input::KvPutFailed { bucket, key });
                 }
                 false
             }

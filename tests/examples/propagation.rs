@@ -320,6 +320,7 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             hb_seq: 1,
             sent_unix_ms: unix_ms(),
             report_seq: reports as u64,
+            kv_seq: reports as u64,
         }));
         members.put(names.member_key(&node), value).await?;
     }
@@ -380,6 +381,7 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             hb_seq: 1,
             sent_unix_ms: unix_ms(),
             report_seq: reports as u64,
+            kv_seq: reports as u64,
         }));
         core.handle(
             now,

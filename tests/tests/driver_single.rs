@@ -80,6 +80,7 @@ async fn three_nodes_converge_a_flip_reaches_every_other_and_metrics_count_it() 
         seq: 1,
         sent_unix_ms: 1,
         report_seq: 0,
+        kv_seq: 0,
     }));
     raw.publish("gslb.c1.hb.n9", spoofed).await.unwrap();
     raw.flush().await.unwrap();

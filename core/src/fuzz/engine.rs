@@ -116,6 +116,8 @@ enum Op {
     ReadDone { read: KvRead, complete: bool },
     /// A KV write failed.
     PutFailed { bucket: Bucket, key: String },
+    /// Acknowledge every KV write of the node so far.
+    AckPuts,
 }
 
 impl Op {
@@ -141,6 +143,7 @@ impl Op {
                     seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     report_seq: seq(u)?,
+                    kv_seq: seq(u)?,
                 });
                 Op::Receive {
                     subject: subject(u, names, SubjectKind::Heartbeat, subject_node)?,
@@ -191,6 +194,7 @@ impl Op {
                     hb_seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     report_seq: seq(u)?,
+                    kv_seq: seq(u)?,
                 });
                 let key = if u.ratio(1u8, 16u8)? {
                     String::arbitrary(u)?
@@ -293,7 +297,11 @@ impl Op {
                         (Bucket::Members, 0 | 1) => names.member_key(OWN_ID),
                         _ => String::arbitrary(u)?,
                     };
-                    Op::PutFailed { bucket, key }
+                    if u.arbitrary()? {
+                        Op::PutFailed { bucket, key }
+                    } else {
+                        Op::AckPuts
+                    }
                 }
             },
             _ => {
@@ -474,6 +482,8 @@ struct Harness {
     local: BTreeMap<String, bool>,
     /// Endpoints whose KV write the harness reported as failed since their last write.
     failed_puts: BTreeSet<String>,
+    /// Health-bucket writes of the node not acknowledged yet: (key, seq).
+    unacked_puts: Vec<(String, u64)>,
     seen: Seen,
 }
 
@@ -522,6 +532,7 @@ impl Harness {
             peer_inbox: Vec::new(),
             local: BTreeMap::new(),
             failed_puts: BTreeSet::new(),
+            unacked_puts: Vec::new(),
             seen: Seen::default(),
         };
         if connect {
@@ -691,6 +702,15 @@ impl Harness {
                 }
                 self.feed(Input::KvPutFailed { bucket, key });
             }
+            Op::AckPuts => {
+                for (key, seq) in std::mem::take(&mut self.unacked_puts) {
+                    self.feed(Input::KvPutOk {
+                        bucket: Bucket::Health,
+                        key,
+                        seq,
+                    });
+                }
+            }
         }
         self.drain();
     }
@@ -767,6 +787,7 @@ impl Harness {
                 key,
                 value,
                 kind,
+                seq,
             } => {
                 self.seen.published[kind as usize] += 1;
                 match (bucket, kind, own_message(&value)) {
@@ -781,6 +802,10 @@ impl Harness {
                         assert_eq!(key, self.names.report_key(OWN_ID, rec.endpoint));
                         newest(&mut self.seen.kv_reports, rec.endpoint, rec.seq, rec.state);
                         self.failed_puts.remove(rec.endpoint);
+                        assert_eq!(seq, rec.seq, "a KV write carries its report's sequence");
+                        if self.unacked_puts.len() < MAX_REMEMBERED {
+                            self.unacked_puts.push((key.clone(), seq));
+                        }
                     }
                     (b, k, m) => panic!("wrote {k:?} to {b:?} under {key:?}: {m:?}"),
                 }

@@ -92,6 +92,11 @@ impl Peer {
     }
 
     pub fn heartbeat(&self, seq: u64, report_seq: u64, sent_ms: u64) -> Input {
+        self.heartbeat_kv(seq, report_seq, report_seq, sent_ms)
+    }
+
+    /// A heartbeat that says only reports up to `kv_seq` are durable in the KV yet.
+    pub fn heartbeat_kv(&self, seq: u64, report_seq: u64, kv_seq: u64, sent_ms: u64) -> Input {
         let payload = codec::encode(&Message::Heartbeat(Heartbeat {
             cluster: CLUSTER,
             node: &self.id,
@@ -100,6 +105,7 @@ impl Peer {
             seq,
             sent_unix_ms: sent_ms,
             report_seq,
+            kv_seq,
         }));
         Input::Received {
             subject: self.names.subject(SubjectKind::Heartbeat, &self.id),
@@ -144,6 +150,7 @@ impl Peer {
             hb_seq,
             sent_unix_ms: sent_ms,
             report_seq,
+            kv_seq: report_seq,
         }));
         Input::KvEntry {
             bucket: gslb_state_core::Bucket::Members,
