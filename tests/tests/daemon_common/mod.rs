@@ -326,6 +326,19 @@ impl Daemon {
     pub fn start_with(dir: &TestDir, yaml: &Yaml, args: &[&str]) -> Daemon {
         let name = yaml.node.clone().expect("a daemon needs node.id");
         let config = yaml.write(&dir.file(&format!("{name}.yaml")));
+        Daemon::start_file(dir, &name, &config, args, &[])
+    }
+
+    /// Starts `gslb-state ARGS run --config CONFIG` on a file written by the caller, with
+    /// extra environment variables; `name` names its log file and messages.
+    pub fn start_file(
+        dir: &TestDir,
+        name: &str,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let (name, config) = (name.to_owned(), config.to_owned());
         let mut log = dir.file(&format!("{name}.log"));
         let mut n = 1;
         while log.exists() {
@@ -339,6 +352,7 @@ impl Daemon {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info,async_nats=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stderr.try_clone().expect("log file"))
             .stderr(stderr)
@@ -581,6 +595,11 @@ impl Daemon {
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGHUP (reconnect with the certificate files as they are now).
+    pub fn sighup(&self) {
+        self.signal(libc::SIGHUP);
     }
 
     /// Sends SIGSTOP: the daemon freezes (no heartbeats, no API) until [`Daemon::cont`].
