@@ -165,6 +165,43 @@ pub(crate) fn log_denial_now(subject: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A node's file in the recommended setup (SECURITY.md): the guide's example with its own
+    /// `node.id` and `nats.inboxPrefix`.
+    fn example_config(node: &str) -> Config {
+        let yaml = format!(
+            "cluster:\n  id: \"prod-global\"\nnode:\n  id: \"{node}\"\n\
+             state:\n  enableConfigSync: true\n\
+             nats:\n  servers: [\"tls://n1.example.com:4222\"]\n  inboxPrefix: \"_INBOX_{node}\"\n\
+             \x20 tls:\n    caFile: \"/etc/gslb/pki/ca.crt\"\n    certFile: \"/etc/gslb/pki/client.crt\"\n    keyFile: \"/etc/gslb/pki/client.key\"\n\
+             \x20 jetStream:\n    domain: \"gslb\"\n\
+             config:\n  stream: \"PLEIADES.cfg\"\n  subjectPrefix: \"pleiades.cfg\"\n  kvBucket: \"PLEIADES_CFG\"\n"
+        );
+        Config::from_yaml(&yaml).unwrap()
+    }
+
+    /// The `authorization` block SECURITY.md shows: an administrator and nodes `eu-1` and
+    /// `us-1` of cluster `prod-global`, users named by their certificates' subjects.
+    fn example_block() -> String {
+        let mut users = vec![("user: \"CN=gslb-admin\"".to_owned(), None)];
+        for node in ["eu-1", "us-1"] {
+            users.push((
+                format!("user: \"CN={node}\""),
+                Some(node_permissions(&example_config(node), node)),
+            ));
+        }
+        authorization_block(&users)
+    }
+
+    #[test]
+    fn security_md_shows_the_generated_permissions() {
+        let doc = include_str!("../../SECURITY.md");
+        let block = example_block();
+        assert!(
+            doc.contains(&block),
+            "SECURITY.md must contain, as generated:\n{block}"
+        );
+    }
+
     #[test]
     fn denials_are_recognised() {
         assert_eq!(
