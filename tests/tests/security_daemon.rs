@@ -166,16 +166,20 @@ fn connection(server: &NatsServer, name: &str) -> Option<(u64, String)> {
     ))
 }
 
-/// Replaces `dst` with `src`'s content, keeping `dst`'s modification time.
+/// Replaces `dst` with `src`'s content, keeping `dst`'s modification time: the new file gets
+/// the old time before it is renamed over `dst`, so no look at `dst` ever sees another time.
 fn replace_keeping_mtime(src: &Path, dst: &Path) {
     let mtime: SystemTime = std::fs::metadata(dst).unwrap().modified().unwrap();
-    std::fs::write(dst, std::fs::read(src).unwrap()).unwrap();
+    let aside = dst.with_extension("new");
+    std::fs::write(&aside, std::fs::read(src).unwrap()).unwrap();
     std::fs::File::options()
         .write(true)
-        .open(dst)
+        .open(&aside)
         .unwrap()
         .set_modified(mtime)
         .unwrap();
+    std::fs::rename(&aside, dst).unwrap();
+    assert_eq!(std::fs::metadata(dst).unwrap().modified().unwrap(), mtime);
 }
 
 #[test]
