@@ -4,7 +4,7 @@
 //! own monotonic clock. Only an active member's reports are counted in the [`View`]; activating
 //! or deactivating a member adds or removes exactly its own reports, nothing else.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 use std::time::Duration;
 
@@ -59,9 +59,6 @@ pub(crate) struct Member {
     pub(crate) last_heard: Option<Instant>,
     /// `Some(last_heard + TTL)` while active.
     pub(crate) active_until: Option<Instant>,
-    /// The time under which this member sits in the expiry index (at most `active_until`;
-    /// refreshed lazily when it comes due, so a heartbeat costs no index update).
-    indexed_until: Instant,
     /// Latest report sequence the member announced (heartbeat or membership record).
     pub(crate) announced_seq: u64,
     /// Every report change up to this sequence is known.
@@ -99,8 +96,12 @@ pub(crate) struct Members {
     slots: Vec<Option<Member>>,
     free: Vec<MemberIdx>,
     index: FxHashMap<Box<str>, MemberIdx>,
-    /// One (time, member) per active member, the time at most its `active_until`.
-    expiries: BTreeSet<(Instant, MemberIdx)>,
+    /// (active_until, member) in time order, one entry per heartbeat; an entry whose time is
+    /// no longer its member's `active_until` is stale and skipped. With one TTL for all,
+    /// heartbeats arrive in expiry order, so an update is a push at the back.
+    expiries: VecDeque<(Instant, MemberIdx)>,
+    /// Active members.
+    active: usize,
     max_members: usize,
     max_reports_per_member: usize,
 }
@@ -111,7 +112,8 @@ impl Members {
             slots: Vec::new(),
             free: Vec::new(),
             index: FxHashMap::default(),
-            expiries: BTreeSet::new(),
+            expiries: VecDeque::new(),
+            active: 0,
             max_members,
             max_reports_per_member,
         }
@@ -148,7 +150,6 @@ impl Members {
             hb_from_record: false,
             last_heard: None,
             active_until: None,
-            indexed_until: Instant::ZERO,
             announced_seq: 0,
             synced_seq: 0,
             kv_seq: 0,
@@ -198,14 +199,14 @@ impl Members {
     }
 
     pub(crate) fn active_count(&self) -> usize {
-        self.expiries.len()
+        self.active
     }
 
-    /// When to look at expiries next: right after the earliest indexed time (exact after
+    /// When to look at expiries next: right after the earliest entry's time (exact after
     /// [`Members::refresh_front`]; otherwise possibly early, which is harmless).
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.expiries
-            .first()
+            .front()
             .map(|(t, _)| *t + Duration::from_nanos(1))
     }
 
@@ -227,24 +228,52 @@ impl Members {
     /// Keeps `idx` active until `until`; returns true if it just became active.
     fn set_active_until(&mut self, idx: MemberIdx, until: Instant, view: &mut View) -> bool {
         let m = self.slots[idx as usize].as_mut().expect("live member");
-        match m.active_until.replace(until) {
-            Some(_) if until >= m.indexed_until => false,
-            Some(_) => {
-                // Earlier than indexed (a shorter TTL): re-index now.
-                self.expiries.remove(&(m.indexed_until, idx));
-                m.indexed_until = until;
-                self.expiries.insert((until, idx));
-                false
-            }
-            None => {
-                m.indexed_until = until;
-                self.expiries.insert((until, idx));
-                for (&ep, r) in &m.reports {
-                    view.count(ep, r.state(), true);
-                }
-                true
-            }
+        let was = m.active_until.replace(until);
+        if was != Some(until) {
+            self.index_expiry(until, idx);
         }
+        if was.is_some() {
+            return false;
+        }
+        self.active += 1;
+        let m = self.slots[idx as usize].as_ref().expect("live member");
+        for (&ep, r) in &m.reports {
+            view.count(ep, r.state(), true);
+        }
+        true
+    }
+
+    /// Adds an entry in time order (a push at the back but for snapshot records and TTL
+    /// changes), compacting when stale entries pile up (a member heartbeating very fast).
+    fn index_expiry(&mut self, until: Instant, idx: MemberIdx) {
+        if self.expiries.back().is_none_or(|&(t, _)| t <= until) {
+            self.expiries.push_back((until, idx));
+        } else {
+            let at = self.expiries.partition_point(|&(t, _)| t <= until);
+            self.expiries.insert(at, (until, idx));
+        }
+        if self.expiries.len() > 4 * self.active + 64 {
+            self.rebuild_expiries();
+        }
+    }
+
+    /// One entry per active member, in time order.
+    fn rebuild_expiries(&mut self) {
+        let mut live: Vec<(Instant, MemberIdx)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.as_ref()?.active_until.map(|t| (t, i as MemberIdx)))
+            .collect();
+        live.sort_unstable();
+        self.expiries = live.into();
+    }
+
+    /// Whether `entry` still stands for its member's expiry.
+    fn is_current(&self, (t, idx): (Instant, MemberIdx)) -> bool {
+        self.slots[idx as usize]
+            .as_ref()
+            .is_some_and(|m| m.active_until == Some(t))
     }
 
     /// Makes `idx` inactive and removes its reports from the counters. Returns true if it was
@@ -254,7 +283,7 @@ impl Members {
         if m.active_until.take().is_none() {
             return false;
         }
-        self.expiries.remove(&(m.indexed_until, idx));
+        self.active -= 1;
         m.inactive_since = now;
         for (&ep, r) in &m.reports {
             view.count(ep, r.state(), false);
@@ -262,44 +291,34 @@ impl Members {
         true
     }
 
-    /// Moves entries at the front of the expiry index that were heard since they were indexed
-    /// to their real time, so that [`Members::next_expiry`] is exact. Each member moves about
-    /// once per TTL, not once per heartbeat.
+    /// Drops stale entries at the front, so that [`Members::next_expiry`] is exact. Each entry
+    /// is dropped once: amortised O(1) per heartbeat.
     pub(crate) fn refresh_front(&mut self) {
-        while let Some(&(indexed, idx)) = self.expiries.first() {
-            let m = self.slots[idx as usize]
-                .as_mut()
-                .expect("the index holds live members");
-            let until = m.active_until.expect("the index holds active members");
-            if until == indexed {
+        while let Some(&front) = self.expiries.front() {
+            if self.is_current(front) {
                 return;
             }
-            self.expiries.pop_first();
-            m.indexed_until = until;
-            self.expiries.insert((until, idx));
+            self.expiries.pop_front();
         }
     }
 
     /// Pops one member whose activity ended before `now` (active *at* `active_until`).
     pub(crate) fn pop_expired(&mut self, now: Instant, view: &mut View) -> Option<MemberIdx> {
         loop {
-            let &(indexed, idx) = self.expiries.first()?;
-            if indexed >= now {
-                return None;
-            }
-            let m = self.slots[idx as usize]
-                .as_mut()
-                .expect("the index holds live members");
-            let until = m.active_until.expect("the index holds active members");
-            if until >= now {
-                // Heard since it was indexed: move it to its real time.
-                self.expiries.pop_first();
-                m.indexed_until = until;
-                self.expiries.insert((until, idx));
+            let &(t, idx) = self.expiries.front()?;
+            if !self.is_current((t, idx)) {
+                self.expiries.pop_front();
                 continue;
             }
+            if t >= now {
+                return None;
+            }
+            self.expiries.pop_front();
             let was_active = self.deactivate(idx, now, view);
-            assert!(was_active, "expiry index holds only active members");
+            assert!(
+                was_active,
+                "a current expiry entry belongs to an active member"
+            );
             return Some(idx);
         }
     }
@@ -326,6 +345,7 @@ impl Members {
                 down.push(idx);
             }
         }
+        self.rebuild_expiries();
         (up, down)
     }
 
@@ -420,6 +440,8 @@ impl Members {
         );
         self.index.remove(&m.id);
         self.free.push(idx as MemberIdx);
+        // Its stale entries must not be taken for the next member in this slot.
+        self.expiries.retain(|&(_, i)| i as usize != idx);
     }
 }
 
