@@ -67,6 +67,8 @@ struct Driver {
     reread_pending: Arc<std::sync::atomic::AtomicBool>,
     /// Modification times of the TLS files, to notice certificate rotation.
     tls_stamp: Vec<Option<std::time::SystemTime>>,
+    /// Permission denials already logged (each is counted regardless).
+    denials: crate::security::DenialLog,
 }
 
 /// How often the TLS files are checked for rotation.
@@ -165,6 +167,7 @@ pub(crate) async fn run(
         snapshot_config_version: None,
         reread_pending: Arc::default(),
         tls_stamp: Vec::new(),
+        denials: Default::default(),
         config,
     };
     d.tls_stamp = tls_stamp(&d.config);
@@ -387,7 +390,7 @@ impl Driver {
                             .permission_denied
                             .get_or_create(&crate::metrics::OperationLabel { operation })
                             .inc();
-                        if !crate::security::log_denial_now(&subject) {
+                        if !self.denials.should_log(&subject) {
                             return;
                         }
                         tracing::error!(

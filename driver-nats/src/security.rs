@@ -137,28 +137,35 @@ pub(crate) fn permission_violation(error: &str) -> Option<(&'static str, String)
     Some((operation, subject))
 }
 
-/// Whether a denial on `subject` should be logged now: each subject once per 30 s, and at most
-/// 256 distinct subjects per 30 s (a node denied a write for each of many endpoints would
-/// otherwise log one line per endpoint per retry); every denial is counted regardless.
-pub(crate) fn log_denial_now(subject: &str) -> bool {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    use std::time::{Duration, Instant};
-    const REPEAT: Duration = Duration::from_secs(30);
+/// Which permission denials to log: each subject once per 30 s, and at most 256 distinct
+/// subjects per 30 s (a node denied a write for each of many endpoints would otherwise log a
+/// line per endpoint per retry). Every denial is counted regardless.
+#[derive(Debug, Default)]
+pub(crate) struct DenialLog {
+    since: Option<std::time::Instant>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl DenialLog {
+    const REPEAT: std::time::Duration = std::time::Duration::from_secs(30);
     const MAX_SUBJECTS: usize = 256;
-    static SEEN: Mutex<Option<(Instant, HashSet<String>)>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let now = Instant::now();
-    let (since, map) = seen.get_or_insert_with(|| (now, HashSet::new()));
-    if now.duration_since(*since) >= REPEAT {
-        *since = now;
-        map.clear();
+
+    /// Whether a denial on `subject` should be logged now.
+    pub(crate) fn should_log(&mut self, subject: &str) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= Self::REPEAT)
+        {
+            self.since = Some(now);
+            self.seen.clear();
+        }
+        if self.seen.contains(subject) || self.seen.len() >= Self::MAX_SUBJECTS {
+            return false;
+        }
+        self.seen.insert(subject.to_owned());
+        true
     }
-    if map.contains(subject) || map.len() >= MAX_SUBJECTS {
-        return false;
-    }
-    map.insert(subject.to_owned());
-    true
 }
 
 #[cfg(test)]
@@ -215,5 +222,18 @@ mod tests {
             Some(("subscribe", "gslb.d.>".to_owned()))
         );
         assert_eq!(permission_violation("nats: authorization violation"), None);
+    }
+
+    #[test]
+    fn denials_are_logged_once_per_subject_and_boundedly() {
+        let mut log = DenialLog::default();
+        assert!(log.should_log("a"));
+        assert!(!log.should_log("a"));
+        assert!(log.should_log("b"));
+        for i in 0..1000 {
+            log.should_log(&format!("s{i}"));
+        }
+        assert_eq!(log.seen.len(), DenialLog::MAX_SUBJECTS);
+        assert!(!log.should_log("new"));
     }
 }
