@@ -191,6 +191,15 @@ fn permissions(path: &Path, node: Option<String>) -> Result<(), String> {
         .or_else(|| config.node_id.clone())
         .unwrap_or_else(host_name);
     let p = gslb_state_nats::security::node_permissions(&config, &node);
+    if config.nats.inbox_prefix == gslb_state_core::config::DEFAULT_INBOX_PREFIX {
+        eprintln!(
+            "warning: {}: nats.inboxPrefix is the shared default {:?}: every node given these \
+             permissions could read every other's replies; set it to \"_INBOX_{}\"",
+            path.display(),
+            config.nats.inbox_prefix,
+            gslb_state_core::names::encode_token(&node)
+        );
+    }
     println!(
         "# nats-server permissions of node {node:?} of cluster {:?}\npermissions: {}",
         config.cluster_id,
