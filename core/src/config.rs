@@ -502,48 +502,58 @@ impl Config {
 }
 
 fn parse_raw(text: &str) -> Result<RawFile, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::one("", None, "the file is empty"));
+    }
+    read_yaml(text, MAX_CONFIG_BYTES).map_err(|p| ConfigError { problems: vec![p] })
+}
+
+/// Deserializes one YAML document of at most `max_bytes` under fixed bounds (nesting, aliases,
+/// anchors, events, scalar bytes; duplicate keys and YAML 1.1 booleans refused). An error names
+/// the dotted key (`endpoints[2].name`) and the line. Shared by every YAML file of the project
+/// (the configuration, gslb-sim scenarios).
+pub fn read_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    max_bytes: usize,
+) -> Result<T, ConfigProblem> {
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_reader_input_bytes = Some(MAX_CONFIG_BYTES);
+    budget.max_reader_input_bytes = Some(max_bytes);
     budget.max_events = 1_000_000;
     budget.max_aliases = 100;
     budget.max_anchors = 100;
     budget.max_depth = MAX_CONFIG_DEPTH;
     budget.max_nodes = 500_000;
     budget.max_documents = 1;
-    budget.max_total_scalar_bytes = MAX_CONFIG_BYTES;
+    budget.max_total_scalar_bytes = max_bytes;
     let options = serde_saphyr::options! {
         budget: Some(budget),
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
         strict_booleans: true,
     };
-    if text.trim().is_empty() {
-        return Err(ConfigError::one("", None, "the file is empty"));
-    }
     let path = RefCell::new(String::new());
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut key = dotted(e.path());
-            // `Spanned<T>` adds a `value` segment of its own.
-            if let Some(stripped) = key.strip_suffix(".value") {
-                key.truncate(stripped.len());
-            }
-            *path.borrow_mut() = key;
+            *path.borrow_mut() = dotted(e.path());
             e.into_inner()
         })
     });
-    result.map_err(|e| {
-        let line = e.location().map(|l| l.line());
-        ConfigError::one(&path.borrow(), line, clean_message(&e.to_string()))
+    result.map_err(|e| ConfigProblem {
+        key: path.borrow().clone(),
+        line: e.location().map(|l| l.line()),
+        message: clean_message(&e.to_string()),
     })
 }
 
-/// The guide's dotted key for a serde path (`endpoints.2.name` becomes `endpoints[2].name`).
+/// The guide's dotted key for a serde path (`endpoints.2.name` becomes `endpoints[2].name`;
+/// `Spanned`'s own `value` segments are dropped).
 fn dotted(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {
         match seg {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            // `Spanned<T>` adds a `value` segment of its own; no key of ours is named so.
+            Segment::Map { key } | Segment::Enum { variant: key } if key == "value" => {}
             Segment::Map { key } | Segment::Enum { variant: key } => {
                 if !out.is_empty() {
                     out.push('.');

@@ -5,7 +5,6 @@
 //! handed to [`gslb_state_core::Config::from_yaml`], so defaults, ranges and messages are the
 //! core's own.
 
-use std::cell::RefCell;
 use std::fmt;
 
 use gslb_state_core::names::check_id;
@@ -229,70 +228,8 @@ pub fn parse(text: &str) -> Result<ScenarioFile, ScenarioError> {
 }
 
 fn parse_raw(text: &str) -> Result<RawScenario, ScenarioError> {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_reader_input_bytes = Some(MAX_SCENARIO_BYTES);
-    budget.max_aliases = 100;
-    budget.max_anchors = 100;
-    budget.max_depth = 16;
-    budget.max_documents = 1;
-    budget.max_total_scalar_bytes = MAX_SCENARIO_BYTES;
-    let options = serde_saphyr::options! {
-        budget: Some(budget),
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
-        strict_booleans: true,
-    };
-    let path = RefCell::new(String::new());
-    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |d| {
-        serde_path_to_error::deserialize(d).map_err(|e| {
-            let mut key = dotted(e.path());
-            while let Some(stripped) = key.strip_suffix(".value") {
-                key.truncate(stripped.len());
-            }
-            *path.borrow_mut() = key;
-            e.into_inner()
-        })
-    });
-    result.map_err(|e| {
-        let line = e.location().map(|l| l.line());
-        err(path.borrow().clone(), line, clean_message(&e.to_string()))
-    })
-}
-
-/// `events.2.at` becomes `events[2].at`; `Spanned`'s own `value` segments are dropped.
-fn dotted(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if key == "value" {
-                    continue;
-                }
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// serde-saphyr's message without its position prefix and snippet (we print the line).
-fn clean_message(message: &str) -> String {
-    let mut m = message.lines().next().unwrap_or(message).trim();
-    m = m.strip_prefix("error: ").unwrap_or(m);
-    if let Some(rest) = m.strip_prefix("line ")
-        && let Some((_, after)) = rest.split_once(": ")
-    {
-        m = after;
-    }
-    if let Some(i) = m.find(" at line ") {
-        m = &m[..i];
-    }
-    m.to_owned()
+    gslb_state_core::config::read_yaml(text, MAX_SCENARIO_BYTES)
+        .map_err(|p| err(p.key, p.line, p.message))
 }
 
 /// A duration like `10s`, `500ms` or `1m 30s`, in nanoseconds.
