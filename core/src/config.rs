@@ -279,6 +279,8 @@ impl fmt::Display for ConfigProblem {
     }
 }
 
+impl std::error::Error for ConfigProblem {}
+
 /// Why a configuration was refused: every problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -24,30 +24,9 @@ pub const MAX_NODES: usize = 1000;
 /// Longest simulated duration accepted.
 pub const MAX_DURATION_NS: u64 = 7 * 24 * 3600 * 1_000_000_000;
 
-/// Why a scenario was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScenarioError {
-    /// The key, like `events[3].partition` (empty for the whole file).
-    pub key: String,
-    /// 1-based line, when known.
-    pub line: Option<u64>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(line) = self.line {
-            write!(f, "line {line}: ")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ScenarioError {}
+/// Why a scenario was refused: the key, like `events[3].partition`, the line and what is
+/// wrong (the same shape as a configuration problem).
+pub type ScenarioError = gslb_state_core::config::ConfigProblem;
 
 fn err(key: impl Into<String>, line: Option<u64>, message: impl Into<String>) -> ScenarioError {
     ScenarioError {
