@@ -92,19 +92,11 @@ impl ConnectErrors {
     }
 }
 
-/// The options for `settings`, reporting connection events on `events`.
+/// The options for `settings`, reporting connection events on `events` and recording each
+/// server's connection failures in `errors`.
 ///
 /// Connecting never blocks start-up: the client connects in the background and keeps retrying.
 pub(crate) async fn options(
-    settings: &NatsSettings,
-    client_name: &str,
-    events: mpsc::UnboundedSender<Event>,
-) -> Result<ConnectOptions, ConnectSetupError> {
-    options_recording(settings, client_name, events, Arc::default()).await
-}
-
-/// [`options`], recording each server's connection failures in `errors`.
-pub(crate) async fn options_recording(
     settings: &NatsSettings,
     client_name: &str,
     events: mpsc::UnboundedSender<Event>,

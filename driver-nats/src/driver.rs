@@ -106,7 +106,7 @@ pub(crate) async fn run(
     };
     let (nats_events_tx, mut nats_events) = mpsc::unbounded_channel();
     let client_name = format!("gslb-state {}", node.node_id());
-    let options = match crate::connect::options_recording(
+    let options = match crate::connect::options(
         &config.nats,
         &client_name,
         nats_events_tx,
@@ -329,20 +329,19 @@ impl Driver {
     }
 
     fn on_message(&mut self, message: async_nats::Message) {
-        let kind = if message.subject.contains(".hb.") {
-            MessageKind::Heartbeat
-        } else {
-            MessageKind::Health
-        };
-        Metrics::count(&self.metrics.received, kind);
+        let subject: &str = &message.subject;
+        match self.node.names().parse_subject_ref(subject) {
+            Ok((gslb_state_core::names::SubjectKind::Heartbeat, _)) => {
+                Metrics::count(&self.metrics.received, MessageKind::Heartbeat)
+            }
+            Ok((gslb_state_core::names::SubjectKind::Health, _)) => {
+                Metrics::count(&self.metrics.received, MessageKind::Health)
+            }
+            // Not a subject of ours: the core drops and counts it.
+            Err(_) => {}
+        }
         let now = self.now();
-        self.node.handle(
-            now,
-            Input::Received {
-                subject: message.subject.to_string(),
-                payload: message.payload,
-            },
-        );
+        self.node.handle_received(now, subject, &message.payload);
     }
 
     fn set_connected(&mut self, connected: bool, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {

@@ -98,17 +98,34 @@ pub async fn bootstrap(
     Ok(made)
 }
 
-/// Connects a plain client with `config`'s servers, TLS and credentials (for tools).
+/// Connects a plain client with `config`'s servers, TLS and credentials (for tools); fails
+/// with the last connection error when no server answers within a few tries.
 pub async fn connect(
     config: &gslb_state_core::Config,
     name: &str,
 ) -> Result<async_nats::Client, String> {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = connect::options(&config.nats, name, tx)
+    let errors = std::sync::Arc::new(connect::ConnectErrors::default());
+    let options = connect::options(&config.nats, name, tx, errors.clone())
         .await
         .map_err(|e| e.to_string())?;
-    options
+    let client = options
         .connect(config.nats.servers.clone())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // The options keep retrying in the background; a tool should give up instead.
+    let patience = (config.nats.connect_timeout * 3).max(std::time::Duration::from_secs(5))
+        * u32::try_from(config.nats.servers.len().max(1)).unwrap_or(u32::MAX);
+    let deadline = tokio::time::Instant::now() + patience;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            let why = errors.last().unwrap_or_else(|| "no answer".to_owned());
+            return Err(format!(
+                "cannot reach any of nats.servers {:?} within {patience:?}: {why}",
+                config.nats.servers
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(client)
 }
