@@ -98,7 +98,10 @@ fn keeps_the_rules(msg: &Message<'_>) -> bool {
         && id_ok(msg.node())
         && match msg {
             Message::Heartbeat(m) => {
-                region_ok(m.region) && m.seq <= MAX_SEQ && m.report_seq <= MAX_SEQ
+                region_ok(m.region)
+                    && m.seq <= MAX_SEQ
+                    && m.report_seq <= MAX_SEQ
+                    && m.kv_seq <= MAX_SEQ
             }
             Message::Reports(m) => {
                 m.items.len() <= MAX_BATCH_ITEMS
@@ -109,7 +112,10 @@ fn keeps_the_rules(msg: &Message<'_>) -> bool {
                         .all(|i| ep_ok(i.endpoint) && i.seq >= 1 && i.seq <= m.last_seq)
             }
             Message::Member(m) => {
-                region_ok(m.region) && m.hb_seq <= MAX_SEQ && m.report_seq <= MAX_SEQ
+                region_ok(m.region)
+                    && m.hb_seq <= MAX_SEQ
+                    && m.report_seq <= MAX_SEQ
+                    && m.kv_seq <= MAX_SEQ
             }
             Message::Report(m) => ep_ok(m.endpoint) && m.seq >= 1 && m.seq <= MAX_SEQ,
         }
