@@ -704,7 +704,7 @@ impl Validator {
         }
         let admin_listen = match raw.admin.and_then(|a| a.listen) {
             None => DEFAULT_ADMIN_LISTEN.to_owned(),
-            Some(l) if l.value.parse::<std::net::SocketAddr>().is_ok() => l.value,
+            Some(l) if l.value.parse::<core::net::SocketAddr>().is_ok() => l.value,
             Some(l) => {
                 self.problem(
                     "admin.listen",
