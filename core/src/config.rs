@@ -590,12 +590,17 @@ fn clean_message(message: &str) -> String {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Longest duration any of the project's YAML files accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration like `10s`, `500ms` or `1m 30s`, at most [`MAX_DURATION`] (the form every
+/// YAML file of the project uses).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("expected a duration like \"10s\" or \"500ms\", got {text:?} ({e})")
     })?;
-    if d > MAX_HEARTBEAT_TTL * 7 {
-        return Err(format!("duration {text:?} is unreasonably long"));
+    if d > MAX_DURATION {
+        return Err(format!("duration {text:?} is longer than a week"));
     }
     Ok(d)
 }
