@@ -152,7 +152,7 @@ impl World {
                 forget_after_ttls: 0,
                 ..Limits::default()
             },
-            ..NodeConfig::from_config(&config, "me", 1)
+            ..NodeConfig::from_config(&config, "me")
         };
         let before = ALLOCATED.load(Ordering::Relaxed);
         let mut w = World {

@@ -175,6 +175,10 @@ pub enum Message<'a> {
     Member(MemberRecord<'a>),
     /// A single report (health bucket).
     Report(ReportRecord<'a>),
+    /// The node leaves the cluster for good (this incarnation): published on its heartbeat
+    /// subject and written as its membership record, so peers drop it at once and a later
+    /// snapshot knows it left.
+    Leave(MemberRecord<'a>),
 }
 
 impl Message<'_> {
@@ -184,6 +188,7 @@ impl Message<'_> {
             Message::Reports(_) => 2,
             Message::Member(_) => 3,
             Message::Report(_) => 4,
+            Message::Leave(_) => 5,
         }
     }
 
@@ -194,6 +199,7 @@ impl Message<'_> {
             Message::Reports(m) => m.cluster,
             Message::Member(m) => m.cluster,
             Message::Report(m) => m.cluster,
+            Message::Leave(m) => m.cluster,
         }
     }
 
@@ -204,6 +210,7 @@ impl Message<'_> {
             Message::Reports(m) => m.node,
             Message::Member(m) => m.node,
             Message::Report(m) => m.node,
+            Message::Leave(m) => m.node,
         }
     }
 }
@@ -260,6 +267,7 @@ pub fn encode(msg: &Message<'_>) -> Bytes {
         Message::Reports(m) => postcard::to_extend(m, out),
         Message::Member(m) => postcard::to_extend(m, out),
         Message::Report(m) => postcard::to_extend(m, out),
+        Message::Leave(m) => postcard::to_extend(m, out),
     }
     .expect("postcard serialization into a Vec cannot fail for derived types");
     assert!(
@@ -287,6 +295,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         2 => Message::Reports(body_of(body)?),
         3 => Message::Member(body_of(body)?),
         4 => Message::Report(body_of(body)?),
+        5 => Message::Leave(body_of(body)?),
         k => return Err(DecodeError::UnknownKind(k)),
     };
     validate(&msg)?;
@@ -350,7 +359,7 @@ fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
                 }
             }
         }
-        Message::Member(m) => {
+        Message::Member(m) | Message::Leave(m) => {
             check_str(m.region, MAX_REGION_BYTES, true, "bad region")?;
             check_seq(m.hb_seq)?;
             check_seq(m.report_seq)?;
@@ -437,7 +446,11 @@ mod tests {
             sent_unix_ms: 3,
             state: ReportState::Unhealthy,
         });
-        for m in [hb(), batch, member, report] {
+        let leave = match &member {
+            Message::Member(r) => Message::Leave(r.clone()),
+            _ => unreachable!(),
+        };
+        for m in [hb(), batch, member, report, leave] {
             let bytes = encode(&m);
             assert_eq!(decode(&bytes).unwrap(), m);
         }

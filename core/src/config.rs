@@ -300,13 +300,20 @@ impl ConfigError {
     }
 }
 
+/// A [`ConfigError`] shown in one line names at most this many problems, then how many more.
+pub const MAX_PROBLEMS_SHOWN: usize = 10;
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
+        for (i, p) in self.problems.iter().take(MAX_PROBLEMS_SHOWN).enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
             write!(f, "{p}")?;
+        }
+        let more = self.problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+        if more > 0 {
+            write!(f, "; and {more} more")?;
         }
         Ok(())
     }
@@ -1263,6 +1270,21 @@ mod tests {
         assert_eq!(p.key, "config");
         let p = problem("cluster: {id: c}\nconfig: {mode: etcd, kvBucket: B}\n");
         assert_eq!((p.key.as_str(), p.line), ("config.mode", Some(2)));
+    }
+
+    #[test]
+    fn a_long_error_is_capped_in_one_line() {
+        let problems = (1..=25)
+            .map(|i| ConfigProblem {
+                key: format!("endpoints[{i}].name"),
+                line: Some(i),
+                message: "required".into(),
+            })
+            .collect();
+        let text = ConfigError { problems }.to_string();
+        assert_eq!(text.matches("required").count(), MAX_PROBLEMS_SHOWN);
+        assert!(text.ends_with("; and 15 more"), "{text}");
+        assert!(text.starts_with("line 1: endpoints[1].name: required; line 2:"));
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn keeps_the_rules(msg: &Message<'_>) -> bool {
                         .iter()
                         .all(|i| ep_ok(i.endpoint) && i.seq >= 1 && i.seq <= m.last_seq)
             }
-            Message::Member(m) => {
+            Message::Member(m) | Message::Leave(m) => {
                 region_ok(m.region)
                     && m.hb_seq <= MAX_SEQ
                     && m.report_seq <= MAX_SEQ
@@ -324,7 +324,7 @@ pub fn config(data: &[u8]) -> bool {
         );
     }
     // What the parser accepts, the engine must accept too.
-    let node_config = NodeConfig::from_config(&config, "fuzz-node", 1);
+    let node_config = NodeConfig::from_config(&config, "fuzz-node");
     let now = Now::new(Instant::ZERO, WallTime::from_unix_ms(WALL_BASE_MS));
     let mut node = Node::new(node_config, now).expect("a parsed config must start a node");
     node.handle(

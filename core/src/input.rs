@@ -17,9 +17,10 @@ pub enum Connectivity {
 /// A KV read, as reported by [`Input::KvReadDone`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvRead {
-    /// The start-up snapshot: the whole members bucket, then the whole health bucket. Until it
-    /// is done, membership records are judged by their sender timestamps; after it, records
-    /// read from the KV only tell what a member has published (freshness is live heartbeats').
+    /// The start-up snapshot ([`Output::ReadSnapshot`](crate::Output::ReadSnapshot)): the
+    /// whole members bucket, then the whole health bucket. Until it is done, membership
+    /// records are judged by their sender timestamps; after it, records read from the KV only
+    /// tell what a member has published (freshness is live heartbeats').
     Snapshot,
     /// Anti-entropy: the whole members bucket ([`Output::ReadMembers`](crate::Output::ReadMembers)).
     Members,
@@ -86,6 +87,13 @@ pub enum Input {
         /// The key written.
         key: String,
     },
+    /// Messages on our subscription were lost before they were read (a slow consumer). The
+    /// core reads the members bucket at its next maintenance tick and re-syncs every member
+    /// that published reports it missed.
+    MessagesLost {
+        /// How many the driver knows were lost (a lower bound is fine).
+        count: u64,
+    },
     /// A version of the desired configuration (YAML) from config sync.
     ConfigEntry {
         /// Its version (the KV revision); versions only move forward.
@@ -93,4 +101,19 @@ pub enum Input {
         /// The YAML text.
         yaml: Bytes,
     },
+    /// How applying [`Output::ApplyConfig`](crate::Output::ApplyConfig) `version` went (only
+    /// with [`NodeConfig::confirm_apply`](crate::NodeConfig::confirm_apply)): committed when
+    /// `Ok` within `config.applyTimeout`, else rolled back whole
+    /// ([`Output::ConfigFailed`](crate::Output::ConfigFailed)).
+    ConfigApplied {
+        /// The version.
+        version: u64,
+        /// `Err` with the reason when the driver could not apply it.
+        result: Result<(), String>,
+    },
+    /// This node leaves the cluster (a graceful shutdown): it announces it on its heartbeat
+    /// subject and in its membership record, so peers drop it at once, and deletes its report
+    /// keys. Keep carrying out outputs until [`Node::poll_output`](crate::Node::poll_output)
+    /// returns `None` (connected), then stop.
+    Leave,
 }

@@ -13,13 +13,13 @@
 //! ## The drive loop
 //!
 //! ```
-//! use gslb_state_core::{Config, Connectivity, Input, Instant, Node, NodeConfig, Now, Output, WallTime};
+//! use gslb_state_core::{Config, Connectivity, Input, Instant, KvRead, Node, NodeConfig, Now, Output, WallTime};
 //! use std::time::Duration;
 //!
 //! let config = Config::from_yaml("cluster: {id: prod-global}\nstate: {healthPolicy: global-quorum}\n")?;
 //! // The driver's clocks: monotonic nanoseconds since it started, and the wall clock.
 //! let mut now = Now::new(Instant::from_millis(0), WallTime::from_unix_ms(1_700_000_000_000));
-//! let mut node = Node::new(NodeConfig::from_config(&config, "eu-1", 1_700_000_000_000), now)?;
+//! let mut node = Node::new(NodeConfig::from_config(&config, "eu-1"), now)?;
 //!
 //! node.handle(now, Input::Connectivity(Connectivity::Connected));
 //! node.handle(now, Input::LocalHealth { endpoint: "web".into(), healthy: Some(true) });
@@ -29,6 +29,10 @@
 //!         match out {
 //!             Output::Publish { subject, payload, .. } => { /* nats.publish(subject, payload) */ }
 //!             Output::KvPut { bucket, key, value, .. } => { /* kv(bucket).put(key, value) */ }
+//!             Output::ReadSnapshot => {
+//!                 // Read both buckets, hand in every entry as Input::KvEntry, then:
+//!                 node.handle(now, Input::KvReadDone { read: KvRead::Snapshot, complete: true });
+//!             }
 //!             Output::Decision { endpoint, decision } => {
 //!                 println!("{endpoint}: {:?} ({})", decision.healthy, decision.source);
 //!             }
@@ -36,7 +40,7 @@
 //!         }
 //!     }
 //!     // 2. Sleep until the next timer or the next input, whichever comes first.
-//!     let Some(wake) = node.poll_timeout() else { break };
+//!     let wake = node.poll_timeout();
 //!     # if wake > Instant::from_millis(25_000) { break; }
 //!     now = Now::new(wake, WallTime::from_unix_ms(1_700_000_000_000 + wake.as_millis()));
 //!     // (Inputs that arrive meanwhile go to `node.handle(now, input)`.)
@@ -49,7 +53,11 @@
 //! ## Semantics
 //!
 //! * A remote member is **active** while its latest heartbeat arrived at most `heartbeatTTL`
-//!   ago on this node's monotonic clock; the local node is always a member.
+//!   ago on this node's monotonic clock (or, known only from the start-up snapshot, until TTL
+//!   after its record was sent); the local node is always a member.
+//! * The core runs the whole protocol: when to read the snapshot, when to re-sync a member,
+//!   what to do after messages were lost, which incarnation to take, leaving, and committing
+//!   or rolling back a pushed configuration. A driver carries out reads, writes and publishes.
 //! * For each (member, endpoint) only the newest report counts, ordered by
 //!   (incarnation, sequence), never by timestamp; duplicates and reordering change nothing.
 //! * Reports count only while their member is active.
@@ -69,6 +77,7 @@ mod membership;
 pub mod names;
 pub mod node;
 pub mod output;
+mod own;
 pub mod policy;
 pub mod reference;
 pub mod stats;

@@ -45,18 +45,52 @@ impl PackedReport {
     }
 }
 
+/// A time on this node's monotonic clock in nanoseconds, signed: a heartbeat vouched for by a
+/// snapshot record may have been sent before this node's clock started.
+pub(crate) type HeardNs = i128;
+
+/// `t` as a [`HeardNs`].
+pub(crate) fn heard_ns(t: Instant) -> HeardNs {
+    HeardNs::from(t.as_nanos())
+}
+
+/// `heard + ttl` as an instant (0 if that is before the origin: expired already).
+fn until_of(heard: HeardNs, ttl: Duration) -> Instant {
+    let until = heard.saturating_add(HeardNs::try_from(ttl.as_nanos()).unwrap_or(HeardNs::MAX));
+    Instant::from_nanos(u64::try_from(until.max(0)).unwrap_or(u64::MAX))
+}
+
+/// The newest membership record of a member read during the start-up snapshot, judged when
+/// the snapshot is complete (its age needs the newest timestamp of the whole snapshot).
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotRecord {
+    pub(crate) region: Box<str>,
+    pub(crate) hb_seq: u64,
+    pub(crate) sent_unix_ms: u64,
+    pub(crate) report_seq: u64,
+    pub(crate) kv_seq: u64,
+    /// The record says the member left.
+    pub(crate) left: bool,
+}
+
 /// One remote node as this node knows it.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) id: Box<str>,
     pub(crate) region: Box<str>,
     pub(crate) incarnation: u64,
+    /// The highest incarnation known to be an earlier life than the current one: messages of
+    /// incarnations up to it, other than the current one, are stale (unless live while the
+    /// member is inactive).
+    pub(crate) retired: u64,
+    /// The member announced that it left (this incarnation).
+    pub(crate) left: bool,
     /// Sequence of the latest accepted heartbeat (0 = none in this incarnation).
     pub(crate) hb_seq: u64,
     /// `hb_seq` came from a snapshot record, not a live heartbeat.
     pub(crate) hb_from_record: bool,
     /// When the latest accepted heartbeat arrived (or, from a snapshot, was sent).
-    pub(crate) last_heard: Option<Instant>,
+    pub(crate) last_heard: Option<HeardNs>,
     /// `Some(last_heard + TTL)` while active.
     pub(crate) active_until: Option<Instant>,
     /// Latest report sequence the member announced (heartbeat or membership record).
@@ -68,6 +102,8 @@ pub(crate) struct Member {
     /// `kv_seq` as the membership records of the start-up snapshot said (read before the
     /// health bucket, so a complete snapshot holds every report up to it).
     pub(crate) snapshot_kv_seq: u64,
+    /// The newest record of this member in the snapshot being read.
+    pub(crate) snapshot_record: Option<Box<SnapshotRecord>>,
     /// `kv_seq` when the re-sync in flight was asked for (a complete read holds up to it).
     pub(crate) resync_kv_seq: u64,
     /// When a re-sync of this member was last requested and not yet done.
@@ -77,6 +113,36 @@ pub(crate) struct Member {
     /// Our wall clock minus the sender's at its last heartbeat, ms (includes the transit delay).
     pub(crate) clock_offset_ms: i64,
     pub(crate) reports: FxHashMap<EndpointId, PackedReport>,
+}
+
+/// How a message's incarnation relates to the member's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IncarnationCheck {
+    /// The current incarnation.
+    Current,
+    /// Another life to switch to: a newer one, or any other from a live heartbeat while the
+    /// member is inactive (it restarted, perhaps with its wall clock behind its last one).
+    Switch,
+    /// An earlier life: drop the message.
+    Stale,
+}
+
+impl Member {
+    /// Judges `incarnation` against the current one. `live` is true for a live message (a
+    /// heartbeat or a leave): only a running process sends those, so while the current life
+    /// is inactive any other incarnation that speaks live is the member's life now.
+    pub(crate) fn check_incarnation(&self, incarnation: u64, live: bool) -> IncarnationCheck {
+        let inactive = self.active_until.is_none();
+        if incarnation == self.incarnation {
+            IncarnationCheck::Current
+        } else if (live && inactive)
+            || (incarnation > self.incarnation && incarnation > self.retired)
+        {
+            IncarnationCheck::Switch
+        } else {
+            IncarnationCheck::Stale
+        }
+    }
 }
 
 /// Why a report was not stored.
@@ -146,6 +212,8 @@ impl Members {
             id: id.into(),
             region: "".into(),
             incarnation: 0,
+            retired: 0,
+            left: false,
             hb_seq: 0,
             hb_from_record: false,
             last_heard: None,
@@ -154,6 +222,7 @@ impl Members {
             synced_seq: 0,
             kv_seq: 0,
             snapshot_kv_seq: 0,
+            snapshot_record: None,
             resync_kv_seq: 0,
             resync_since: None,
             inactive_since: now,
@@ -210,19 +279,19 @@ impl Members {
             .map(|(t, _)| *t + Duration::from_nanos(1))
     }
 
-    /// Marks `idx` heard at `heard_at`: active until `heard_at + ttl`. Returns true if it just
-    /// became active (its reports are now counted).
+    /// Marks `idx` heard at `heard_at`: active until `heard_at + ttl`, which must not be
+    /// before `now`. Returns true if it just became active (its reports are now counted).
     pub(crate) fn mark_heard(
         &mut self,
         idx: MemberIdx,
-        heard_at: Instant,
+        heard_at: HeardNs,
         ttl: Duration,
         view: &mut View,
     ) -> bool {
         let m = self.get_mut(idx);
         let heard = m.last_heard.map_or(heard_at, |t| t.max(heard_at));
         m.last_heard = Some(heard);
-        self.set_active_until(idx, heard + ttl, view)
+        self.set_active_until(idx, until_of(heard, ttl), view)
     }
 
     /// Keeps `idx` active until `until`; returns true if it just became active.
@@ -336,7 +405,10 @@ impl Members {
             let Some(heard) = self.get(idx).last_heard else {
                 continue;
             };
-            let until = heard + ttl;
+            if self.get(idx).left {
+                continue;
+            }
+            let until = until_of(heard, ttl);
             if until >= now {
                 if self.set_active_until(idx, until, view) {
                     up.push(idx);
@@ -349,7 +421,8 @@ impl Members {
         (up, down)
     }
 
-    /// Switches `idx` to a newer incarnation: deactivates it and drops all its reports.
+    /// Switches `idx` to another incarnation (newer, or a lower one of a later life): deactivates
+    /// it and drops all its reports.
     /// Returns true if it was active.
     pub(crate) fn reset_incarnation(
         &mut self,
@@ -360,8 +433,13 @@ impl Members {
     ) -> bool {
         let was_active = self.deactivate(idx, now, view);
         let m = self.get_mut(idx);
-        debug_assert!(incarnation > m.incarnation);
+        debug_assert!(incarnation != m.incarnation);
+        // Every life left behind is an earlier one: its messages are stale from now on, even
+        // when its incarnation is larger (a clock that stepped back).
+        m.retired = m.retired.max(m.incarnation);
         m.incarnation = incarnation;
+        m.left = false;
+        m.snapshot_record = None;
         m.hb_seq = 0;
         m.hb_from_record = false;
         m.last_heard = None;
@@ -372,6 +450,17 @@ impl Members {
         m.resync_kv_seq = 0;
         m.resync_since = None;
         m.reports = FxHashMap::default();
+        was_active
+    }
+
+    /// Marks `idx` as left (this incarnation): deactivates it and drops its reports. Returns
+    /// true if it was active.
+    pub(crate) fn mark_left(&mut self, idx: MemberIdx, now: Instant, view: &mut View) -> bool {
+        let was_active = self.deactivate(idx, now, view);
+        let m = self.get_mut(idx);
+        m.left = true;
+        m.reports = FxHashMap::default();
+        m.resync_since = None;
         was_active
     }
 

@@ -139,6 +139,13 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// How long a record stays in a KV bucket after it was last written (the buckets' `max_age`).
+///
+/// A live node rewrites its membership record every heartbeat and each of its reports about
+/// once every quarter of this (spread evenly, a few writes per tick), so records of nodes that
+/// are gone for good age out, while a live node's never do.
+pub const RECORD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// The KV buckets of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]

@@ -18,6 +18,8 @@ pub enum DownReason {
     Restarted,
     /// A new, shorter TTL made its last heartbeat too old.
     TtlChanged,
+    /// It announced that it leaves (a graceful shutdown).
+    Left,
 }
 
 impl DownReason {
@@ -27,6 +29,7 @@ impl DownReason {
             DownReason::Expired => "expired",
             DownReason::Restarted => "restarted",
             DownReason::TtlChanged => "ttl-changed",
+            DownReason::Left => "left",
         }
     }
 }
@@ -65,6 +68,12 @@ pub enum Output {
         /// The key.
         key: String,
     },
+    /// Read the start-up snapshot: every entry of the members bucket, then every entry of the
+    /// health bucket; hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then
+    /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
+    /// [`KvRead::Snapshot`](crate::input::KvRead::Snapshot) (`complete: false` if it failed
+    /// part-way: the core asks again). Asked for once connected, until one read completes.
+    ReadSnapshot,
     /// Read every entry of the health bucket whose key matches `key_filter` (the reports of
     /// `node`), hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then hand in
     /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
@@ -102,13 +111,40 @@ pub enum Output {
         /// Why.
         reason: DownReason,
     },
+    /// This node took a larger incarnation than the one it started with: the KV holds a
+    /// record of an earlier life of its own with an incarnation at least as large (its wall
+    /// clock is behind the one it had then). Peers see a restart.
+    IncarnationRaised {
+        /// The incarnation it started with.
+        from: u64,
+        /// The one it took.
+        to: u64,
+    },
     /// A new configuration version was accepted; its `state` settings are already in force in
-    /// the core. The driver applies the rest (endpoints, probes) within `config.applyTimeout`.
+    /// the core. The driver applies the rest (endpoints, probes) and, with
+    /// [`NodeConfig::confirm_apply`](crate::NodeConfig::confirm_apply), confirms with
+    /// [`Input::ConfigApplied`](crate::Input::ConfigApplied) within `config.applyTimeout`.
     ApplyConfig {
         /// The version (KV revision).
         version: u64,
         /// The validated configuration.
         config: Arc<Config>,
+    },
+    /// A configuration version was applied in full and is the one in force.
+    ConfigCommitted {
+        /// The version.
+        version: u64,
+    },
+    /// Applying a configuration version failed or ran out of time: it was rolled back whole.
+    /// The core's `state.*` is back as before it; the driver restores the endpoints of
+    /// `restore` (or of its own file when `None`).
+    ConfigFailed {
+        /// The version.
+        version: u64,
+        /// Why.
+        error: String,
+        /// The configuration in force again (`None`: the node's own file).
+        restore: Option<Arc<Config>>,
     },
     /// A configuration version was refused; the last good one stays in force.
     ConfigRejected {
@@ -117,11 +153,11 @@ pub enum Output {
         /// What is wrong with it.
         error: String,
     },
-    /// A configuration version was ignored because it is not newer than the one in force.
+    /// A configuration version was ignored because it is not newer than the newest known.
     ConfigIgnored {
         /// The version received.
         version: u64,
-        /// The version in force.
+        /// The newest version known: in force, being applied, or waiting to be.
         current: u64,
     },
 }

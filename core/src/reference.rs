@@ -19,14 +19,29 @@ use crate::time::{Instant, Now, WallTime};
 #[derive(Debug, Default, Clone)]
 struct Remote {
     incarnation: u64,
+    /// The highest incarnation known to be an earlier life than the current one.
+    retired: u64,
+    /// It announced that it left (this incarnation).
+    left: bool,
     /// Highest heartbeat sequence seen in this incarnation.
     hb_seq: u64,
     /// `hb_seq` came from a snapshot record (its live heartbeat still counts once).
     hb_from_record: bool,
-    /// Latest time a heartbeat of this incarnation was heard (or sent, for snapshot records).
-    last_heard: Option<Instant>,
+    /// Latest time a heartbeat of this incarnation was heard (or sent, for snapshot records),
+    /// in nanoseconds on the node's clock; negative when before the clock's origin.
+    last_heard: Option<i128>,
+    /// The newest membership record of the snapshot being read: (hb_seq, sent_unix_ms, left).
+    snapshot_record: Option<(u64, u64, bool)>,
     /// Newest (sequence, state) per endpoint in this incarnation.
     reports: BTreeMap<String, (u64, ReportState)>,
+}
+
+/// A pushed configuration being applied.
+#[derive(Debug, Clone)]
+struct PendingConfig {
+    version: u64,
+    deadline: Instant,
+    previous: StateSettings,
 }
 
 /// The reference model of one node.
@@ -40,8 +55,14 @@ pub struct Reference {
     local: BTreeMap<String, bool>,
     remotes: BTreeMap<String, Remote>,
     config_version: u64,
-    /// The start-up snapshot was read: membership records no longer vouch for liveness.
-    snapshot_done: bool,
+    config_pending: Option<PendingConfig>,
+    config_queued: Option<(u64, StateSettings)>,
+    apply_timeout: std::time::Duration,
+    confirm_apply: bool,
+    /// The snapshot: being read (membership records are kept to be judged at its end).
+    snapshot_reading: bool,
+    /// The timestamp of our own record (an earlier life) in the snapshot being read.
+    own_record_ms: u64,
 }
 
 impl Reference {
@@ -56,19 +77,43 @@ impl Reference {
             local: BTreeMap::new(),
             remotes: BTreeMap::new(),
             config_version: 0,
-            snapshot_done: false,
+            config_pending: None,
+            config_queued: None,
+            apply_timeout: config.apply_timeout,
+            confirm_apply: config.confirm_apply,
+            snapshot_reading: false,
+            own_record_ms: 0,
         }
     }
 
-    /// Advances time without an input.
+    /// The node asked for the start-up snapshot ([`Output::ReadSnapshot`](crate::Output)):
+    /// when to read is the protocol's timing, which the model follows; what the read means is
+    /// modelled.
+    pub fn snapshot_requested(&mut self) {
+        self.snapshot_reading = true;
+        self.own_record_ms = 0;
+    }
+
+    /// Runs the timers due at `now` (a pushed configuration's apply deadline).
     pub fn handle_timeout(&mut self, now: Now) {
+        self.advance(now);
+        if let Some(p) = &self.config_pending
+            && self.now >= p.deadline
+        {
+            let p = self.config_pending.take().expect("checked above");
+            self.set_state(p.previous);
+            self.next_queued_config();
+        }
+    }
+
+    fn advance(&mut self, now: Now) {
         self.now = now.mono;
         self.wall = now.wall;
     }
 
     /// Hands in one input.
     pub fn handle(&mut self, now: Now, input: &Input) {
-        self.handle_timeout(now);
+        self.advance(now);
         match input {
             Input::LocalHealth { endpoint, healthy } => {
                 if check_endpoint_name(endpoint).is_ok() {
@@ -88,13 +133,17 @@ impl Reference {
                 if msg.cluster() != self.names.cluster_id() || msg.node() != claimed {
                     return;
                 }
+                let now = self.now_ns();
                 match (kind, msg) {
                     (SubjectKind::Heartbeat, Message::Heartbeat(hb)) => {
-                        self.heartbeat(hb.node, hb.incarnation, hb.seq, Some(self.now));
+                        self.heartbeat(hb.node, hb.incarnation, hb.seq, Some(now), true);
+                    }
+                    (SubjectKind::Heartbeat, Message::Leave(rec)) => {
+                        self.leave(rec.node, rec.incarnation, true);
                     }
                     (SubjectKind::Health, Message::Reports(b)) => {
                         // Even an empty batch tells of a newer incarnation.
-                        if self.remote(b.node, b.incarnation).is_none() {
+                        if self.remote(b.node, b.incarnation, false).is_none() {
                             return;
                         }
                         for item in &b.items {
@@ -112,22 +161,18 @@ impl Reference {
                     return;
                 }
                 match (bucket, msg) {
-                    (Bucket::Members, Message::Member(rec)) => {
+                    (Bucket::Members, Message::Member(rec) | Message::Leave(rec)) => {
                         if self.names.parse_member_key(key).ok().as_deref() != Some(rec.node) {
                             return;
                         }
-                        if self.snapshot_done {
-                            // Anti-entropy: only a newer incarnation is news.
-                            self.remote(rec.node, rec.incarnation);
-                            return;
-                        }
-                        let age = self.wall.age_of(WallTime::from_unix_ms(rec.sent_unix_ms));
-                        let heard = (age <= self.state.heartbeat_ttl).then(|| {
-                            Instant::from_nanos(
-                                self.now.as_nanos().saturating_sub(age.as_nanos() as u64),
-                            )
-                        });
-                        self.heartbeat(rec.node, rec.incarnation, rec.hb_seq, heard);
+                        let left = matches!(msg_kind(value), Some(5));
+                        self.member_record(
+                            rec.node,
+                            rec.incarnation,
+                            rec.hb_seq,
+                            rec.sent_unix_ms,
+                            left,
+                        );
                     }
                     (Bucket::Health, Message::Report(rec)) => {
                         let Ok((node, endpoint)) = self.names.parse_report_key(key) else {
@@ -147,59 +192,194 @@ impl Reference {
                 }
             }
             Input::ConfigEntry { version, yaml } => {
-                if *version <= self.config_version {
+                let newest = self
+                    .config_version
+                    .max(self.config_pending.as_ref().map_or(0, |p| p.version))
+                    .max(self.config_queued.as_ref().map_or(0, |q| q.0));
+                if *version <= newest {
                     return;
                 }
                 if let Ok(c) = Config::from_yaml_bytes(yaml)
                     && c.cluster_id == self.names.cluster_id()
                 {
-                    self.config_version = *version;
-                    let keep = self.state.enable_config_sync;
-                    self.state = StateSettings {
-                        enable_config_sync: keep,
-                        ..c.state
-                    };
+                    if self.config_pending.is_some() {
+                        self.config_queued = Some((*version, c.state));
+                    } else {
+                        self.start_config(*version, c.state);
+                    }
+                }
+            }
+            Input::ConfigApplied { version, result } => {
+                if self.config_pending.as_ref().map(|p| p.version) == Some(*version) {
+                    let p = self.config_pending.take().expect("checked above");
+                    match result {
+                        Ok(()) => self.config_version = p.version,
+                        Err(_) => self.set_state(p.previous),
+                    }
+                    self.next_queued_config();
                 }
             }
             Input::KvReadDone {
                 read: KvRead::Snapshot,
-                ..
-            } => self.snapshot_done = true,
+                complete,
+            } => {
+                if self.snapshot_reading {
+                    self.finish_snapshot(*complete);
+                }
+            }
             Input::Connectivity(_)
             | Input::KvReadDone { .. }
             | Input::KvPutOk { .. }
-            | Input::KvPutFailed { .. } => {}
+            | Input::KvPutFailed { .. }
+            | Input::MessagesLost { .. }
+            | Input::Leave => {}
         }
     }
 
-    /// The remote `node` at `incarnation`, or `None` if that incarnation is outdated.
-    fn remote(&mut self, node: &str, incarnation: u64) -> Option<&mut Remote> {
+    fn now_ns(&self) -> i128 {
+        i128::from(self.now.as_nanos())
+    }
+
+    fn start_config(&mut self, version: u64, state: StateSettings) {
+        let previous = self.state.clone();
+        self.set_state(state);
+        if self.confirm_apply {
+            self.config_pending = Some(PendingConfig {
+                version,
+                deadline: self.now + self.apply_timeout,
+                previous,
+            });
+        } else {
+            self.config_version = version;
+        }
+    }
+
+    fn next_queued_config(&mut self) {
+        if let Some((version, state)) = self.config_queued.take() {
+            self.start_config(version, state);
+        }
+    }
+
+    fn set_state(&mut self, state: StateSettings) {
+        let keep = self.state.enable_config_sync;
+        self.state = StateSettings {
+            enable_config_sync: keep,
+            ..state
+        };
+    }
+
+    /// A membership record: during the snapshot, kept to be judged at its end; after it, only
+    /// a newer incarnation (or a leave) is news.
+    fn member_record(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        hb_seq: u64,
+        sent_ms: u64,
+        left: bool,
+    ) {
+        if self.snapshot_reading && node == self.node_id {
+            self.own_record_ms = self.own_record_ms.max(sent_ms);
+        }
+        let reading = self.snapshot_reading;
+        let Some(r) = self.remote(node, incarnation, false) else {
+            return;
+        };
+        if reading {
+            let newer = r
+                .snapshot_record
+                .is_none_or(|(old_seq, _, old_left)| left || (!old_left && hb_seq > old_seq));
+            if newer {
+                r.snapshot_record = Some((hb_seq, sent_ms, left));
+            }
+        } else if left {
+            self.leave(node, incarnation, false);
+        }
+    }
+
+    /// The snapshot read ended (complete or not, the records read are judged).
+    fn finish_snapshot(&mut self, _complete: bool) {
+        self.snapshot_reading = false;
+        let now_ms = self.wall.as_unix_ms().max(self.own_record_ms);
+        let ttl_ms = self.state.heartbeat_ttl.as_millis();
+        let now = self.now_ns();
+        let judged: Vec<(String, u64, (u64, u64, bool))> = self
+            .remotes
+            .iter_mut()
+            .filter_map(|(id, r)| {
+                r.snapshot_record
+                    .take()
+                    .map(|rec| (id.clone(), r.incarnation, rec))
+            })
+            .collect();
+        for (node, incarnation, (hb_seq, sent_ms, left)) in judged {
+            if self.remotes[&node].left {
+                continue;
+            }
+            if left {
+                self.leave(&node, incarnation, false);
+                continue;
+            }
+            let age_ms = now_ms.saturating_sub(sent_ms);
+            if u128::from(age_ms) <= ttl_ms {
+                let heard = now - i128::from(age_ms) * 1_000_000;
+                self.heartbeat(&node, incarnation, hb_seq, Some(heard), false);
+            }
+        }
+    }
+
+    /// The remote `node` at `incarnation`, or `None` if that incarnation is outdated: a live
+    /// message of another incarnation is a later life when the current one is no longer
+    /// active; otherwise only a larger incarnation than every earlier life is.
+    fn remote(&mut self, node: &str, incarnation: u64, live: bool) -> Option<&mut Remote> {
         if node == self.node_id {
             return None;
         }
+        let active = self.remotes.get(node).is_some_and(|r| self.is_active(r));
         let r = self.remotes.entry(node.to_owned()).or_default();
-        if incarnation < r.incarnation {
-            return None;
-        }
-        if incarnation > r.incarnation {
+        if incarnation != r.incarnation {
+            // Only a running process speaks live; a newer life is news however it comes.
+            let switch =
+                (live && !active) || (incarnation > r.incarnation && incarnation > r.retired);
+            if !switch {
+                return None;
+            }
+            let retired = r.retired.max(r.incarnation);
             *r = Remote {
                 incarnation,
+                retired,
                 ..Remote::default()
             };
         }
         Some(r)
     }
 
-    fn heartbeat(&mut self, node: &str, incarnation: u64, seq: u64, heard: Option<Instant>) {
-        let now = self.now;
-        let Some(r) = self.remote(node, incarnation) else {
+    fn leave(&mut self, node: &str, incarnation: u64, live: bool) {
+        if let Some(r) = self.remote(node, incarnation, live) {
+            r.left = true;
+            r.last_heard = None;
+            r.reports.clear();
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        heard: Option<i128>,
+        live: bool,
+    ) {
+        let Some(r) = self.remote(node, incarnation, live) else {
             return;
         };
+        if r.left {
+            return;
+        }
         // A record too old to vouch (`heard == None`) changes nothing but the incarnation.
         let Some(at) = heard else {
             return;
         };
-        let live = at == now;
         if seq > r.hb_seq || (live && seq == r.hb_seq && r.hb_from_record) {
             r.hb_seq = seq;
             r.hb_from_record = !live;
@@ -215,9 +395,12 @@ impl Reference {
         seq: u64,
         state: ReportState,
     ) {
-        let Some(r) = self.remote(node, incarnation) else {
+        let Some(r) = self.remote(node, incarnation, false) else {
             return;
         };
+        if r.left {
+            return;
+        }
         let newer = r.reports.get(endpoint).is_none_or(|&(old, _)| seq > old);
         if newer {
             r.reports.insert(endpoint.to_owned(), (seq, state));
@@ -225,8 +408,8 @@ impl Reference {
     }
 
     fn is_active(&self, r: &Remote) -> bool {
-        r.last_heard
-            .is_some_and(|t| self.now.saturating_since(t) <= self.state.heartbeat_ttl)
+        let ttl = i128::try_from(self.state.heartbeat_ttl.as_nanos()).unwrap_or(i128::MAX);
+        r.last_heard.is_some_and(|t| self.now_ns() - t <= ttl)
     }
 
     /// Active members, the local node included, sorted.
@@ -302,4 +485,9 @@ impl Reference {
             local,
         }
     }
+}
+
+/// The kind byte of an encoded message (the envelope's fourth byte).
+fn msg_kind(bytes: &[u8]) -> Option<u8> {
+    bytes.get(3).copied()
 }

@@ -13,15 +13,18 @@ pub enum MessageKind {
     Member,
     /// A single health report (KV).
     Report,
+    /// A node's announcement that it leaves (subject and KV).
+    Leave,
 }
 
 impl MessageKind {
     /// Every kind.
-    pub const ALL: [MessageKind; 4] = [
+    pub const ALL: [MessageKind; 5] = [
         MessageKind::Heartbeat,
         MessageKind::Health,
         MessageKind::Member,
         MessageKind::Report,
+        MessageKind::Leave,
     ];
 
     /// The metric label.
@@ -31,6 +34,7 @@ impl MessageKind {
             MessageKind::Health => "health",
             MessageKind::Member => "member",
             MessageKind::Report => "report",
+            MessageKind::Leave => "leave",
         }
     }
 }
@@ -70,11 +74,13 @@ pub enum DropReason {
     BadEndpointName,
     /// The output queue is full.
     OutputQueueFull,
+    /// From a member that announced it left (this incarnation): a late or repeated message.
+    LeftMember,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::TooLarge,
         DropReason::NotOurs,
         DropReason::UnsupportedVersion,
@@ -91,6 +97,7 @@ impl DropReason {
         DropReason::ReportLimit,
         DropReason::BadEndpointName,
         DropReason::OutputQueueFull,
+        DropReason::LeftMember,
     ];
 
     /// The metric label.
@@ -112,6 +119,7 @@ impl DropReason {
             DropReason::ReportLimit => "report-limit",
             DropReason::BadEndpointName => "bad-endpoint-name",
             DropReason::OutputQueueFull => "output-queue-full",
+            DropReason::LeftMember => "left-member",
         }
     }
 
@@ -135,8 +143,8 @@ impl From<DecodeError> for DropReason {
 /// Counters of one node. All are totals since the node was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    received: [u64; 4],
-    published: [u64; 4],
+    received: [u64; MessageKind::ALL.len()],
+    published: [u64; MessageKind::ALL.len()],
     dropped: [u64; DropReason::ALL.len()],
     /// Decision changes handed out.
     pub decisions_changed: u64,
@@ -144,8 +152,15 @@ pub struct Stats {
     pub resyncs_requested: u64,
     /// Health reports (items of batches and KV entries) applied.
     pub reports_applied: u64,
-    /// Config versions applied.
+    /// Config versions applied (committed: applied in full within `config.applyTimeout`).
     pub config_applied: u64,
+    /// Config versions that failed to apply in time and were rolled back.
+    pub config_failed: u64,
+    /// Messages the driver reported lost before they were read (a slow consumer).
+    pub messages_lost: u64,
+    /// Times this node raised its incarnation above a record of an earlier life of its own
+    /// (its wall clock was behind the one it had before the restart).
+    pub incarnation_raises: u64,
     /// Config versions rejected as invalid.
     pub config_rejected: u64,
     /// Config versions ignored as not newer.

@@ -20,6 +20,8 @@ struct Entry {
     emitted: Option<(Option<bool>, Source)>,
     /// In `View::changed` already.
     queued: bool,
+    /// In `View::updated` already.
+    updated: bool,
 }
 
 /// Endpoints, counters and decisions.
@@ -33,6 +35,9 @@ pub(crate) struct View {
     changed: Vec<EndpointId>,
     /// Next position of `changed` to hand out.
     changed_next: usize,
+    /// Endpoints whose decision changed in any way (counts included) since last handed out by
+    /// [`View::poll_updated`]; each at most once.
+    updated: Vec<EndpointId>,
     max_endpoints: usize,
 }
 
@@ -45,6 +50,7 @@ impl View {
             entries: Vec::new(),
             changed: Vec::new(),
             changed_next: 0,
+            updated: Vec::new(),
             max_endpoints,
         }
     }
@@ -130,10 +136,15 @@ impl View {
         decide(self.policy, self.quorum_min_percent, e.local, e.remote)
     }
 
-    /// Queues `id` for an output when its (verdict, source) now differs from the emitted one.
+    /// Queues `id` for an output when its (verdict, source) now differs from the emitted one,
+    /// and for [`View::poll_updated`] in any case.
     fn touch(&mut self, id: EndpointId) {
         let d = self.decision(id);
         let e = &mut self.entries[id as usize];
+        if !e.updated {
+            e.updated = true;
+            self.updated.push(id);
+        }
         if !e.queued && e.emitted != Some((d.healthy, d.source)) {
             e.queued = true;
             self.changed.push(id);
@@ -156,6 +167,13 @@ impl View {
         self.changed.clear();
         self.changed_next = 0;
         None
+    }
+
+    /// The next endpoint touched since it was last handed out here.
+    pub(crate) fn poll_updated(&mut self) -> Option<EndpointId> {
+        let id = self.updated.pop()?;
+        self.entries[id as usize].updated = false;
+        Some(id)
     }
 
     /// Every endpoint with its decision, in first-seen order.

@@ -8,9 +8,17 @@ use gslb_state_core::codec::{self, MAX_PAYLOAD_BYTES, Message};
 use gslb_state_core::names::MAX_ENDPOINT_NAME_BYTES;
 use gslb_state_core::{Bucket, Connectivity, Input, MessageKind, Node, Output, Policy};
 
+/// A node connected, with its (empty) start-up snapshot read.
 fn connected(id: &str) -> Node {
     let mut n = node(id, Policy::PreferLocal, 51);
     n.handle(at(0), Input::Connectivity(Connectivity::Connected));
+    n.handle(
+        at(0),
+        Input::KvReadDone {
+            read: gslb_state_core::KvRead::Snapshot,
+            complete: true,
+        },
+    );
     n.handle_timeout(at(0));
     drain(&mut n);
     n
@@ -126,10 +134,19 @@ fn a_repair_of_thousands_of_long_names_stays_under_the_payload_bound() {
 /// wrapped offset otherwise).
 #[test]
 fn absurd_sender_timestamps_saturate_the_clock_offset() {
-    let mut me = connected("me");
+    // Connected, the snapshot being read (b's record is part of it).
+    let mut me = node("me", Policy::PreferLocal, 51);
+    me.handle(at(0), Input::Connectivity(Connectivity::Connected));
     let far_future = (1u64 << 63) + 5;
     me.handle(at(10), Peer::new("a", 1).heartbeat(1, 0, far_future));
     me.handle(at(10), Peer::new("b", 1).member_record(1, 0, far_future));
+    me.handle(
+        at(10),
+        Input::KvReadDone {
+            read: gslb_state_core::KvRead::Snapshot,
+            complete: true,
+        },
+    );
     me.handle(at(10), Peer::new("c", 1).heartbeat(1, 0, u64::MAX));
     let offsets: Vec<(String, i64)> = me
         .members()

@@ -1,7 +1,8 @@
 //! The engine against the reference model: long random sequences of joins, heartbeats, expiry
 //! by time jumps, restarts with new incarnations, duplicated, reordered and late messages,
-//! snapshot entries with skewed timestamps, withdrawn observations, config changes of policy,
-//! threshold and TTL — every decision compared after every step.
+//! snapshot entries with skewed timestamps, leaves, lower incarnations of restarted members,
+//! withdrawn observations, config changes of policy, threshold and TTL — every decision
+//! compared after every step.
 
 mod common;
 
@@ -47,6 +48,12 @@ enum Op {
         inc: u64,
         hb_seq: u64,
         age_ms: i64,
+        left: bool,
+    },
+    /// A live leave announcement.
+    Leave {
+        node: usize,
+        inc: u64,
     },
     ReportRecord {
         node: usize,
@@ -86,8 +93,9 @@ fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
         6 => (node.clone(), inc.clone(), 1u64..12, proptest::collection::vec((0..endpoints, 1u64..12, state()), 0..4))
             .prop_map(|(node, inc, first, items)| Op::Batch { node, inc, first, items }),
         4 => (0..endpoints, proptest::option::of(any::<bool>())).prop_map(|(ep, healthy)| Op::Local { ep, healthy }),
-        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000)
-            .prop_map(|(node, inc, hb_seq, age_ms)| Op::MemberRecord { node, inc, hb_seq, age_ms }),
+        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000, proptest::bool::weighted(0.15))
+            .prop_map(|(node, inc, hb_seq, age_ms, left)| Op::MemberRecord { node, inc, hb_seq, age_ms, left }),
+        1 => (node.clone(), inc.clone()).prop_map(|(node, inc)| Op::Leave { node, inc }),
         2 => (node.clone(), inc, 0..endpoints, 1u64..12, state())
             .prop_map(|(node, inc, ep, seq, state)| Op::ReportRecord { node, inc, ep, seq, state }),
         3 => any::<usize>().prop_map(Op::Replay),
@@ -139,7 +147,8 @@ impl Harness {
             Op::Advance(ms) => {
                 self.t_ms += ms;
                 // Run every timer in between, as a driver would.
-                while let Some(wake) = self.engine.poll_timeout() {
+                loop {
+                    let wake = self.engine.poll_timeout();
                     if wake > gslb_state_core::Instant::from_millis(self.t_ms) {
                         break;
                     }
@@ -150,6 +159,7 @@ impl Harness {
                 }
                 self.engine.handle_timeout(at(self.t_ms));
                 self.model.handle_timeout(at(self.t_ms));
+                self.absorb();
             }
             Op::Heartbeat {
                 node,
@@ -189,9 +199,20 @@ impl Harness {
                 inc,
                 hb_seq,
                 age_ms,
+                left,
             } => {
                 let sent = (WALL_BASE_MS + self.t_ms).saturating_add_signed(-age_ms);
-                let input = Peer::new(self.nodes[node], inc).member_record(hb_seq, 0, sent);
+                let peer = Peer::new(self.nodes[node], inc);
+                let input = if left {
+                    peer.leave_record(hb_seq, sent)
+                } else {
+                    peer.member_record(hb_seq, 0, sent)
+                };
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::Leave { node, inc } => {
+                let input = Peer::new(self.nodes[node], inc).leave(WALL_BASE_MS + self.t_ms);
                 self.sent.push(input.clone());
                 self.feed(input);
             }
@@ -259,6 +280,9 @@ impl Harness {
 
     fn absorb(&mut self) {
         let outs = drain(&mut self.engine);
+        if outs.contains(&gslb_state_core::Output::ReadSnapshot) {
+            self.model.snapshot_requested();
+        }
         self.emitted.absorb(&outs);
     }
 

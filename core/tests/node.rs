@@ -111,7 +111,7 @@ fn a_member_expires_exactly_after_ttl_on_the_receivers_clock() {
     // TTL is 3 s: active at exactly 4.000 s, gone right after.
     me.handle_timeout(at(4_000));
     assert_eq!(me.active_members(), 2);
-    let wake = me.poll_timeout().unwrap();
+    let wake = me.poll_timeout();
     assert_eq!(
         wake.as_nanos(),
         4_000_000_001,
@@ -368,6 +368,9 @@ fn a_missed_report_is_noticed_and_resynced_from_the_kv() {
 #[test]
 fn startup_snapshot_uses_sender_timestamps() {
     let mut me = node("me", Policy::GlobalAnyHealthy, 51);
+    // Connected, the node asks for the snapshot; its records are judged when it is complete.
+    me.handle(at(0), Input::Connectivity(Connectivity::Connected));
+    assert!(drain(&mut me).contains(&Output::ReadSnapshot));
     let fresh = Peer::new("a", 1);
     let stale = Peer::new("b", 1);
     // At wall time base+10s: a wrote 1 s ago (active for 2 s more), b 5 s ago (older than TTL).
@@ -629,7 +632,7 @@ fn heartbeats_follow_the_interval_and_carry_the_published_sequence() {
             ..
         }
     )));
-    assert_eq!(me.poll_timeout().unwrap().as_millis(), 1_000);
+    assert_eq!(me.poll_timeout().as_millis(), 1_000);
     me.handle_timeout(at(999));
     assert!(drain(&mut me).is_empty(), "an early timeout does nothing");
     let mut count = 0;
@@ -759,6 +762,7 @@ fn long_gone_members_are_forgotten() {
     let mut cfg = node_config("me", Policy::GlobalAnyHealthy, 51);
     cfg.limits.forget_after_ttls = 10;
     let mut me = gslb_state_core::Node::new(cfg, at(0)).unwrap();
+    me.handle(at(0), Input::Connectivity(Connectivity::Connected));
     me.handle(at(0), snapshot_done());
     let peer = Peer::new("a", 1);
     me.handle(at(0), peer.heartbeat(1, 1, 0));

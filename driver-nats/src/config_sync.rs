@@ -20,6 +20,7 @@ use gslb_state_core::config::ConfigSyncSettings;
 use tokio::sync::mpsc;
 
 use crate::driver::Internal;
+use crate::metrics::Metrics;
 
 /// How often the watchdog reads the key.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(3);
@@ -113,6 +114,7 @@ pub(crate) async fn run(
     settings: ConfigSyncSettings,
     key: String,
     out: mpsc::Sender<Internal>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let mut delay = Duration::from_millis(250);
     let store = loop {
@@ -140,7 +142,13 @@ pub(crate) async fn run(
     let mut last_seen = 0u64;
     // The last version seen that was older than `last_seen`, reported once.
     let mut last_older: Option<u64> = None;
-    match latest(&store, &key).await {
+    let counted_latest = |result: Result<Option<(u64, Bytes)>, String>| {
+        // One unit per key read, as for every bucket: a read that found the key (or found it
+        // deleted) is `ok`, a failed one `error`.
+        Metrics::count_kv(&metrics.kv_get, &settings.kv_bucket, result.is_ok());
+        result
+    };
+    match counted_latest(latest(&store, &key).await) {
         Ok(Some((version, yaml))) => {
             last_seen = version;
             if out
@@ -169,16 +177,19 @@ pub(crate) async fn run(
     loop {
         let update = tokio::select! {
             entry = next_entry(&mut watcher) => match entry {
-                Some(Some(version)) => Some(version),
+                Some(Some(version)) => {
+                    Metrics::count_kv(&metrics.kv_get, &settings.kv_bucket, true);
+                    Some(version)
+                }
                 Some(None) => None,
                 None => {
                     watcher = None;
                     None
                 }
             },
-            Some(_) = next_nudge(&mut nudges) => latest(&store, &key).await.ok().flatten(),
+            Some(_) = next_nudge(&mut nudges) => counted_latest(latest(&store, &key).await).ok().flatten(),
             _ = watchdog.tick() => {
-                match latest(&store, &key).await {
+                match counted_latest(latest(&store, &key).await) {
                     Ok(Some((version, yaml))) if version > last_seen => {
                         tracing::warn!(key = %key, version, last_seen, "config watcher fell behind; rebuilding it");
                         watcher = watch(&client, &store, &key, version + 1).await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use gslb_state_core::config::{Config, ConfigError, DEFAULT_ADMIN_LISTEN, NatsSettings};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::handle::{Event, Handle, NodeOptions};
+use crate::handle::{Handle, NodeOptions};
 use crate::probe::Probes;
 
 /// Reads and validates a configuration file; errors name the file, the line and the key.
@@ -18,13 +18,23 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
     Config::from_yaml(&text).map_err(|e| describe_config_error(path, &e))
 }
 
-/// One line per problem: `FILE: line N: key: message`.
+/// Most problems `check-config` lists one per line before saying how many more there are.
+pub const MAX_PROBLEM_LINES: usize = 50;
+
+/// One line per problem: `FILE: line N: key: message` (at most [`MAX_PROBLEM_LINES`], then
+/// `FILE: and M more problems`).
 pub fn describe_config_error(path: &Path, e: &ConfigError) -> String {
-    e.problems
+    let mut lines: Vec<String> = e
+        .problems
         .iter()
+        .take(MAX_PROBLEM_LINES)
         .map(|p| format!("{}: {p}", path.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let more = e.problems.len().saturating_sub(MAX_PROBLEM_LINES);
+    if more > 0 {
+        lines.push(format!("{}: and {more} more problems", path.display()));
+    }
+    lines.join("\n")
 }
 
 /// This host's name, as the default `node.id`.
@@ -96,10 +106,15 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.admin_listen.clone());
-    // Subscribed before the driver starts: the config snapshot can be applied by the core
-    // before a later `subscribe` would be in place, and its endpoints and policy name would
-    // then never be applied here.
-    let (node, mut events) = Handle::start_with_events(options).map_err(|e| e.to_string())?;
+    let node = Handle::start(NodeOptions {
+        confirm_config: true,
+        ..options
+    })
+    .map_err(|e| e.to_string())?;
+    // The configuration config sync wants in force: a watch channel keeps the latest state, so
+    // nothing that happened before this line, or while the daemon was busy, is lost.
+    let mut config_state = node.config_state();
+    config_state.mark_changed();
     let node = Arc::new(node);
     let policy = Arc::new(RwLock::new(config.state.policy.to_string()));
     let mut probes = Probes::new(node.clone());
@@ -125,7 +140,6 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut applied_version = 0u64;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); break; }
@@ -134,21 +148,18 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
                 tracing::info!("SIGHUP: reconnecting with the certificate files as they are now");
                 node.reload_tls();
             }
-            event = events.recv() => {
-                let desired = match event {
-                    Ok(Event::ConfigApplied { version, config: desired, .. }) => Some((version, desired)),
-                    Ok(_) => None,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        // A storm of decision events pushed ours out: catch up on the config.
-                        tracing::warn!(missed = n, "event subscriber fell behind");
-                        node.applied_config()
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                };
-                if let Some((version, desired)) = desired.filter(|(v, _)| *v > applied_version) {
-                    applied_version = version;
-                    let result = apply_desired(&config, &desired, &mut probes, &policy).await;
-                    let _ = node.config_applied(version, result);
+            changed = config_state.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let state = config_state.borrow_and_update().clone();
+                // `None`: nothing from config sync, or rolled back to the node's own file.
+                let desired = state.config.clone().unwrap_or_else(|| Arc::new(config.clone()));
+                let result = apply_desired(&config, &desired, &mut probes, &policy, state.applying).await;
+                if state.applying {
+                    let _ = node.config_applied(state.version, result);
+                } else if let Err(e) = result {
+                    tracing::error!(version = state.version, error = %e, "restoring the endpoints of the config in force failed");
                 }
             }
         }
@@ -163,12 +174,18 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies the run-time part of a pushed configuration within `config.applyTimeout`.
+/// For tests of the failure path: applying a pushed version (not a restore) waits this many
+/// milliseconds after starting its probes, so that `config.applyTimeout` runs out part-way.
+pub const APPLY_DELAY_ENV: &str = "GSLB_STATE_TEST_APPLY_DELAY_MS";
+
+/// Applies the run-time part of a configuration: a pushed version being applied (`applying`,
+/// within `config.applyTimeout`), or the version in force again after a rollback.
 async fn apply_desired(
     running: &Config,
     desired: &Config,
     probes: &mut Probes,
     policy: &RwLock<String>,
+    applying: bool,
 ) -> Result<(), String> {
     let timeout = running
         .config_sync
@@ -176,7 +193,7 @@ async fn apply_desired(
         .map(|c| c.apply_timeout)
         .unwrap_or(gslb_state_core::config::DEFAULT_APPLY_TIMEOUT);
     let restart = restart_only_changes(running, desired);
-    if !restart.is_empty() {
+    if applying && !restart.is_empty() {
         tracing::warn!(
             keys = ?restart,
             "the pushed config changes settings that need a restart: they are read from this \
@@ -184,10 +201,17 @@ async fn apply_desired(
              values stay in force"
         );
     }
+    let delay_ms = std::env::var(APPLY_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| applying);
     let apply = async {
         probes.apply(&desired.endpoints);
         if let Ok(mut p) = policy.write() {
             *p = desired.state.policy.to_string();
+        }
+        if let Some(ms) = delay_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         tokio::task::yield_now().await;
         Ok(())

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config_sync::{self, ConfigUpdate};
-use crate::handle::{Command, Event, Shared};
+use crate::handle::{Command, ConfigState, Event, Shared};
 use crate::kv::{self, ReadEntry, Stores, WriteDone, WriteOp};
 use crate::metrics::Metrics;
 
@@ -59,17 +59,21 @@ struct Driver {
     writes: mpsc::UnboundedSender<(Bucket, String, WriteOp)>,
     stores: watch::Receiver<Option<Stores>>,
     internal_tx: mpsc::Sender<Internal>,
+    /// The buckets are being opened (from the first connection on).
     setup_started: bool,
-    snapshot_done: bool,
+    /// `health snapshot loaded` was logged.
+    snapshot_logged: bool,
     /// Config version loaded at start-up (events after it are logged as config events).
     snapshot_config_version: Option<u64>,
-    /// A full re-read of the buckets is scheduled (after messages were lost).
-    reread_pending: Arc<std::sync::atomic::AtomicBool>,
     /// Modification times of the TLS files, to notice certificate rotation.
     tls_stamp: Vec<Option<std::time::SystemTime>>,
     /// Permission denials already logged (each is counted regardless).
     denials: crate::security::DenialLog,
 }
+
+/// How long a snapshot read waits for the buckets to be opened before it reports itself
+/// incomplete (the core asks again at its next maintenance tick).
+const STORES_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the TLS files are checked for rotation.
 const TLS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -163,9 +167,8 @@ pub(crate) async fn run(
         stores: stores_rx,
         internal_tx,
         setup_started: false,
-        snapshot_done: false,
+        snapshot_logged: false,
         snapshot_config_version: None,
-        reread_pending: Arc::default(),
         tls_stamp: Vec::new(),
         denials: Default::default(),
         config,
@@ -181,11 +184,11 @@ pub(crate) async fn run(
     state_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown_done = loop {
         d.carry_out().await;
-        let wake = d.node.poll_timeout().map(|t| d.clock.to_tokio(t));
+        let wake = d.clock.to_tokio(d.node.poll_timeout());
         tokio::select! {
             command = commands.recv() => match command {
                 None => break None,
-                Some(Command::Shutdown(done)) => break Some(done),
+                Some(Command::Shutdown { done, leave }) => break Some((done, leave)),
                 Some(command) => d.on_command(command),
             },
             Some(message) = subscription.next() => {
@@ -228,23 +231,26 @@ pub(crate) async fn run(
             _ = tls_check.tick() => d.check_tls_files(),
         }
     };
-    // Drain: hand out what is pending, let the writer finish, flush the connection.
+    // Leave: announce it (peers drop us at once) and delete our report keys, then drain: hand
+    // out what is pending, let the writer finish, flush the connection.
+    // (The handle dropped without a word leaves too.)
+    if shutdown_done.as_ref().is_none_or(|(_, leave)| *leave) {
+        let now = d.now();
+        d.node.handle(now, Input::Leave);
+    }
     d.carry_out().await;
     drop(d.writes);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, d.client.flush()).await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, d.client.drain()).await;
     tracing::info!(node = d.node.node_id(), "gslb-state driver stopped");
-    if let Some(done) = shutdown_done {
+    if let Some((done, _)) = shutdown_done {
         let _ = done.send(());
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => futures::future::pending().await,
-    }
+async fn sleep_until(at: tokio::time::Instant) {
+    tokio::time::sleep_until(at).await
 }
 
 impl Driver {
@@ -290,17 +296,13 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.node.stats().clone());
             }
-            Command::ConfigApplied { version, result } => match result {
-                Ok(()) => {
-                    tracing::info!(cluster = %self.cluster_id, version, "config applied");
-                }
-                Err(e) => {
-                    self.metrics.count_config("failed");
-                    tracing::error!(cluster = %self.cluster_id, version, error = %e, "config apply failed");
-                }
-            },
+            Command::ConfigApplied { version, result } => {
+                let now = self.now();
+                self.node
+                    .handle(now, Input::ConfigApplied { version, result });
+            }
             Command::Reconnect => self.reconnect("requested"),
-            Command::Shutdown(_) => unreachable!("handled by the loop"),
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
     }
 
@@ -412,45 +414,15 @@ impl Driver {
                         reason: "slow-consumer",
                     })
                     .inc();
-                self.schedule_reread();
+                tracing::warn!(
+                    node = self.node.node_id(),
+                    "NATS slow consumer: messages were dropped; members that published meanwhile are re-synced from the KV"
+                );
+                let now = self.now();
+                self.node.handle(now, Input::MessagesLost { count: 1 });
             }
             other => tracing::debug!(event = %other, "NATS event"),
         }
-    }
-
-    /// Messages from other nodes were dropped unread (slow consumer). A heartbeat's re-sync
-    /// of one member cannot be relied on to repair that: it may run before the sender's KV
-    /// writes land, and the core then counts the member as synced. So both buckets are read
-    /// again in full, after two heartbeat intervals (time for those writes), at most one such
-    /// read waiting at a time.
-    fn schedule_reread(&self) {
-        if self.reread_pending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let delay = self.node.state_settings().heartbeat_interval * 2;
-        tracing::warn!(
-            node = self.node.node_id(),
-            reread_in = ?delay,
-            "NATS slow consumer: messages were dropped; the buckets will be read again"
-        );
-        let pending = self.reread_pending.clone();
-        let mut stores = self.stores.clone();
-        let client = self.client.clone();
-        let internal = self.internal_tx.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let ready = match stores.wait_for(Option::is_some).await {
-                Ok(ready) => ready.clone(),
-                Err(_) => return,
-            };
-            let Some(ready) = ready else { return };
-            // Losses from now on schedule another read.
-            pending.store(false, Ordering::Release);
-            // Not the snapshot: membership records no longer vouch for liveness, and members
-            // still behind are re-synced one by one when their heartbeats say so.
-            read_buckets(&client, &ready, &internal, &metrics, KvRead::Members).await;
-        });
     }
 
     fn check_state(&mut self, stores_tx: &Arc<watch::Sender<Option<Stores>>>) {
@@ -459,13 +431,11 @@ impl Driver {
         self.metrics.sync_drops(self.node.stats());
     }
 
-    /// Opens (or creates) the buckets, then reads the snapshot; retried until it succeeds.
+    /// Opens (or creates) the buckets; retried until it succeeds. Reads wait for them.
     fn start_setup(&mut self, stores_tx: Arc<watch::Sender<Option<Stores>>>) {
         let js = jetstream_context(&self.client, &self.config);
         let names = self.node.names().clone();
         let internal = self.internal_tx.clone();
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
         let node_id = self.node.node_id().to_owned();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(250);
@@ -485,11 +455,8 @@ impl Driver {
                     }
                 }
             };
-            let _ = stores_tx.send(Some(stores.clone()));
-            if internal.send(Internal::StoresReady).await.is_err() {
-                return;
-            }
-            read_buckets(&client, &stores, &internal, &metrics, KvRead::Snapshot).await;
+            let _ = stores_tx.send(Some(stores));
+            let _ = internal.send(Internal::StoresReady).await;
         });
         if self.config.state.enable_config_sync
             && let Some(settings) = self.config.config_sync.clone()
@@ -501,6 +468,7 @@ impl Driver {
                 settings,
                 encode_token(&self.cluster_id),
                 self.internal_tx.clone(),
+                self.metrics.clone(),
             ));
         }
     }
@@ -525,8 +493,9 @@ impl Driver {
                 return n;
             }
             Internal::ReadDone { read, complete } => {
-                if read == KvRead::Snapshot && !self.snapshot_done {
-                    self.snapshot_done = true;
+                self.node.handle(now, Input::KvReadDone { read, complete });
+                if self.node.snapshot_loaded() && !self.snapshot_logged {
+                    self.snapshot_logged = true;
                     tracing::info!(
                         node = self.node.node_id(),
                         members = self.node.active_members(),
@@ -538,12 +507,10 @@ impl Driver {
                         endpoints: self.node.endpoint_count(),
                     });
                 }
-                self.node.handle(now, Input::KvReadDone { read, complete });
             }
             Internal::Config(update) => {
                 if update.snapshot {
                     self.snapshot_config_version = Some(update.version);
-                    tracing::info!(cluster = %self.cluster_id, version = update.version, "config snapshot loaded");
                 }
                 self.node.handle(
                     now,
@@ -559,8 +526,9 @@ impl Driver {
 
     /// Carries out every output of the core.
     async fn carry_out(&mut self) {
-        // Decisions are handed out together at the end: one lock of the shared map for all,
-        // and no allocation for an endpoint already in it (a snapshot changes millions).
+        // Decision events are handed out together at the end, after one lock of the shared
+        // map for every changed decision (no allocation for an endpoint already in it: a
+        // snapshot changes millions).
         let mut decided: Vec<(String, gslb_state_core::Decision)> = Vec::new();
         while let Some(out) = self.node.poll_output() {
             match out {
@@ -601,6 +569,15 @@ impl Driver {
                     self.spawn_resync(node, key_filter);
                 }
                 Output::ReadMembers => self.spawn_read_members(),
+                Output::ReadSnapshot => self.spawn_read_snapshot(),
+                Output::IncarnationRaised { from, to } => {
+                    tracing::warn!(
+                        node = self.node.node_id(),
+                        from,
+                        to,
+                        "the KV holds a record of an earlier life of this node with a larger incarnation (the wall clock is behind the one it had then): taking a larger incarnation"
+                    );
+                }
                 Output::Decision { endpoint, decision } => {
                     self.metrics.decision_changes.inc();
                     tracing::debug!(
@@ -626,30 +603,63 @@ impl Driver {
                     let _ = self.shared.events.send(Event::MemberDown { node, reason });
                 }
                 Output::ApplyConfig { version, config } => {
-                    self.metrics.count_config("applied");
-                    self.metrics
-                        .config_version
-                        .set(i64::try_from(version).unwrap_or(i64::MAX));
                     let snapshot = self.snapshot_config_version == Some(version);
-                    if !snapshot {
+                    if snapshot {
+                        tracing::info!(cluster = %self.cluster_id, version, "config snapshot loaded");
+                    } else {
                         tracing::info!(
                             "config event: cluster={} version={}",
                             self.cluster_id,
                             version
                         );
                     }
-                    if let Ok(mut applied) = self.shared.applied_config.lock() {
-                        *applied = Some((version, config.clone()));
-                    }
-                    let _ = self.shared.events.send(Event::ConfigApplied {
+                    self.shared.config_state.send_replace(ConfigState {
+                        version,
+                        config: Some(config.clone()),
+                        applying: true,
+                        snapshot,
+                    });
+                    let _ = self.shared.events.send(Event::ConfigApply {
                         version,
                         config,
                         snapshot,
                     });
                 }
+                Output::ConfigCommitted { version } => {
+                    self.metrics.count_config("applied");
+                    self.metrics
+                        .config_version
+                        .set(i64::try_from(version).unwrap_or(i64::MAX));
+                    tracing::info!(cluster = %self.cluster_id, version, "config applied");
+                    self.shared.config_state.send_modify(|s| s.applying = false);
+                    let _ = self.shared.events.send(Event::ConfigCommitted { version });
+                }
+                Output::ConfigFailed {
+                    version,
+                    error,
+                    restore,
+                } => {
+                    self.metrics.count_config("failed");
+                    tracing::error!(cluster = %self.cluster_id, version, error = %error, "config apply failed; rolled back to the version in force before it");
+                    self.shared.config_state.send_replace(ConfigState {
+                        version: self.node.config_version(),
+                        config: restore.clone(),
+                        applying: false,
+                        snapshot: false,
+                    });
+                    let _ = self.shared.events.send(Event::ConfigFailed {
+                        version,
+                        error,
+                        restore,
+                    });
+                }
                 Output::ConfigRejected { version, error } => {
                     self.metrics.count_config("rejected");
-                    tracing::error!(cluster = %self.cluster_id, version, error = %error, "config rejected; the last good config stays in force");
+                    if self.snapshot_config_version == Some(version) {
+                        tracing::error!(cluster = %self.cluster_id, version, error = %error, "config snapshot rejected; the node's own file stays in force");
+                    } else {
+                        tracing::error!(cluster = %self.cluster_id, version, error = %error, "config rejected; the last good config stays in force");
+                    }
                     let _ = self
                         .shared
                         .events
@@ -661,17 +671,22 @@ impl Driver {
                 }
             }
         }
-        if !decided.is_empty() {
-            if let Ok(mut map) = self.shared.decisions.write() {
-                for (endpoint, decision) in &decided {
-                    match map.get_mut(endpoint.as_str()) {
-                        Some(d) => *d = *decision,
-                        None => {
-                            map.insert(endpoint.clone(), *decision);
-                        }
+        // Every decision whose verdict or counts changed, into the shared map.
+        if let Some((endpoint, decision)) = self.node.poll_updated()
+            && let Ok(mut map) = self.shared.decisions.write()
+        {
+            let mut next = Some((endpoint, decision));
+            while let Some((endpoint, decision)) = next {
+                match map.get_mut(endpoint) {
+                    Some(d) => *d = decision,
+                    None => {
+                        map.insert(endpoint.to_owned(), decision);
                     }
                 }
+                next = self.node.poll_updated();
             }
+        }
+        if !decided.is_empty() {
             for (endpoint, decision) in decided {
                 let _ = self
                     .shared
@@ -721,6 +736,40 @@ impl Driver {
                     complete,
                 })
                 .await;
+        });
+    }
+
+    /// Reads the start-up snapshot once the buckets are open (waiting a while for them);
+    /// reports an incomplete read otherwise, and the core asks again.
+    fn spawn_read_snapshot(&self) {
+        let mut stores = self.stores.clone();
+        let client = self.client.clone();
+        let internal = self.internal_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(STORES_WAIT, async {
+                stores
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|r| r.clone())
+            })
+            .await
+            .ok()
+            .flatten();
+            match ready {
+                Some(stores) => {
+                    read_buckets(&client, &stores, &internal, &metrics, KvRead::Snapshot).await
+                }
+                None => {
+                    let _ = internal
+                        .send(Internal::ReadDone {
+                            read: KvRead::Snapshot,
+                            complete: false,
+                        })
+                        .await;
+                }
+            }
         });
     }
 

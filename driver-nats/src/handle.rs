@@ -25,6 +25,11 @@ pub struct NodeOptions {
     pub node_id: String,
     /// Bounds of the core.
     pub limits: Limits,
+    /// Whether the embedder applies pushed configurations itself (endpoints, probes) and
+    /// confirms each with [`Handle::config_applied`] within `config.applyTimeout`
+    /// ([`Event::ConfigApply`]). When false (the default), a valid version is in force as soon
+    /// as its `state.*` is.
+    pub confirm_config: bool,
 }
 
 impl NodeOptions {
@@ -38,6 +43,7 @@ impl NodeOptions {
             config,
             node_id,
             limits: Limits::default(),
+            confirm_config: false,
         }
     }
 }
@@ -79,14 +85,30 @@ pub enum Event {
     /// Lost the connection to NATS.
     Disconnected,
     /// A new configuration version was accepted (config sync); its `state` settings are in
-    /// force. Apply the rest and report with [`Handle::config_applied`].
-    ConfigApplied {
+    /// force. With [`NodeOptions::confirm_config`], apply the rest and report with
+    /// [`Handle::config_applied`] within `config.applyTimeout`.
+    ConfigApply {
         /// KV revision.
         version: u64,
         /// The configuration.
         config: Arc<Config>,
         /// Whether it is the snapshot loaded at start-up.
         snapshot: bool,
+    },
+    /// A configuration version is in force, applied in full.
+    ConfigCommitted {
+        /// KV revision.
+        version: u64,
+    },
+    /// Applying a configuration version failed or ran out of time; it was rolled back whole:
+    /// restore the endpoints of `restore` (or of the node's own file when `None`).
+    ConfigFailed {
+        /// KV revision.
+        version: u64,
+        /// Why.
+        error: String,
+        /// The configuration in force again.
+        restore: Option<Arc<Config>>,
     },
     /// A configuration version was refused; the last good one stays in force.
     ConfigRejected {
@@ -95,6 +117,22 @@ pub enum Event {
         /// Why.
         error: String,
     },
+}
+
+/// The configuration config sync wants in force ([`Handle::config_state`]): what an embedder
+/// that applies endpoints and probes itself follows. Its history is one-way: a version being
+/// applied, then the same version committed or the previous one restored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigState {
+    /// The version (0: none from config sync; the node's own file is in force).
+    pub version: u64,
+    /// Its configuration (`None`: the node's own file).
+    pub config: Option<Arc<Config>>,
+    /// Being applied: confirm with [`Handle::config_applied`] (with
+    /// [`NodeOptions::confirm_config`]); false once committed, or after a rollback.
+    pub applying: bool,
+    /// Whether it is the snapshot loaded at start-up.
+    pub snapshot: bool,
 }
 
 /// Why the driver did not start.
@@ -134,7 +172,11 @@ pub(crate) enum Command {
         result: Result<(), String>,
     },
     Reconnect,
-    Shutdown(oneshot::Sender<()>),
+    Shutdown {
+        done: oneshot::Sender<()>,
+        /// Announce that the node leaves (peers drop it at once).
+        leave: bool,
+    },
 }
 
 /// State shared between the handle and the driver thread.
@@ -144,8 +186,8 @@ pub(crate) struct Shared {
     pub(crate) decisions: RwLock<HashMap<String, Decision>>,
     pub(crate) connected: std::sync::atomic::AtomicBool,
     pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
-    /// The config version last accepted through config sync.
-    pub(crate) applied_config: std::sync::Mutex<Option<(u64, Arc<Config>)>>,
+    /// What config sync wants in force.
+    pub(crate) config_state: tokio::sync::watch::Sender<ConfigState>,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
@@ -168,15 +210,15 @@ impl Handle {
 
     /// [`Handle::start`], with a subscription to the events that exists before the driver
     /// starts, so none is missed: a [`Handle::subscribe`] after `start` returns can miss what
-    /// the driver does at once (connecting, and the config snapshot's [`Event::ConfigApplied`]
+    /// the driver does at once (connecting, and the config snapshot's [`Event::ConfigApply`]
     /// on a busy machine).
     pub fn start_with_events(
         options: NodeOptions,
     ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
-        let incarnation = crate::clock::wall_now().as_unix_ms();
         let node_config = NodeConfig {
             limits: options.limits.clone(),
-            ..NodeConfig::from_config(&options.config, &options.node_id, incarnation)
+            confirm_apply: options.confirm_config,
+            ..NodeConfig::from_config(&options.config, &options.node_id)
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, first_subscriber) = broadcast::channel(EVENT_BUFFER);
@@ -186,7 +228,7 @@ impl Handle {
             decisions: RwLock::new(HashMap::new()),
             connected: std::sync::atomic::AtomicBool::new(false),
             connect_errors: Arc::default(),
-            applied_config: std::sync::Mutex::new(None),
+            config_state: tokio::sync::watch::Sender::new(ConfigState::default()),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -252,8 +294,8 @@ impl Handle {
             .map_err(|_| Stopped)
     }
 
-    /// The decision last handed out for `endpoint` (verdict, source and the counts as of that
-    /// change); a lock-free-for-writers snapshot, cheap enough for every DNS answer.
+    /// The decision in force for `endpoint`, with its current counts (updated after every
+    /// change the driver hands in); a shared-map lookup, cheap enough for every DNS answer.
     pub fn decision(&self, endpoint: &str) -> Option<Decision> {
         self.shared
             .decisions
@@ -289,8 +331,10 @@ impl Handle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Reports how applying config `version` ([`Event::ConfigApplied`]) went: logged and counted
-    /// (`gslbd_state_config_events_total{result="failed"}` on error).
+    /// Reports how applying config `version` ([`Event::ConfigApply`]) went (with
+    /// [`NodeOptions::confirm_config`]): `Ok` within `config.applyTimeout` commits it
+    /// (`gslbd_state_config_events_total{result="applied"}`); an error, or no report in time,
+    /// rolls it back whole ([`Event::ConfigFailed`], `result="failed"`).
     pub fn config_applied(&self, version: u64, result: Result<(), String>) -> Result<(), Stopped> {
         self.commands
             .send(Command::ConfigApplied { version, result })
@@ -303,14 +347,19 @@ impl Handle {
         let _ = self.commands.send(Command::Reconnect);
     }
 
-    /// The config version last accepted through config sync, and the config; a subscriber
-    /// that fell behind the events can catch up from here.
+    /// The config version in force from config sync (committed), and the config.
     pub fn applied_config(&self) -> Option<(u64, Arc<Config>)> {
-        self.shared
-            .applied_config
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
+        let state = self.shared.config_state.borrow();
+        if state.applying {
+            return None;
+        }
+        state.config.clone().map(|c| (state.version, c))
+    }
+
+    /// What config sync wants in force, as a `watch` channel: the latest state is never lost
+    /// to a slow reader (unlike [`Handle::subscribe`]'s events).
+    pub fn config_state(&self) -> tokio::sync::watch::Receiver<ConfigState> {
+        self.shared.config_state.subscribe()
     }
 
     /// Events from now on.
@@ -338,11 +387,29 @@ impl Handle {
         self.shared.connect_errors.last()
     }
 
-    /// Stops the driver: pending publishes and KV writes are flushed (bounded by a few seconds),
-    /// then the connection closes. Later calls on the handle return [`Stopped`].
+    /// Leaves the cluster and stops the driver: the node announces that it leaves (peers drop
+    /// it at once), deletes its report keys, flushes pending publishes and KV writes (bounded
+    /// by a few seconds), then closes the connection. Later calls on the handle return
+    /// [`Stopped`]. Dropping the handle does the same.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+        self.stop(true).await;
+    }
+
+    /// Stops the driver like [`Handle::shutdown`], but without announcing that the node
+    /// leaves: peers keep counting it, with its reports, until its TTL runs out. For a restart
+    /// that is back within the TTL (an in-place upgrade), so that no quorum changes meanwhile;
+    /// the new process then replaces this incarnation.
+    pub async fn shutdown_quietly(&self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(&self, leave: bool) {
+        let (done, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { done, leave })
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -351,8 +418,8 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            let (tx, _rx) = oneshot::channel();
-            let _ = self.commands.send(Command::Shutdown(tx));
+            let (done, _rx) = oneshot::channel();
+            let _ = self.commands.send(Command::Shutdown { done, leave: true });
             let _ = thread.join();
         }
     }

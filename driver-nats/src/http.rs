@@ -75,6 +75,8 @@ pub struct MemberJson {
     pub active: bool,
     /// This node.
     pub local: bool,
+    /// It announced that it left (a graceful shutdown).
+    pub left: bool,
     /// Milliseconds since its last heartbeat (null for this node).
     pub last_heard_ms_ago: Option<u64>,
     /// Reports held.
@@ -91,6 +93,7 @@ impl From<&MemberInfo> for MemberJson {
             incarnation: m.incarnation,
             active: m.active,
             local: m.local,
+            left: m.left,
             last_heard_ms_ago: m.last_heard_ago.map(|d| d.as_millis() as u64),
             reports: m.reports,
             clock_offset_ms: m.clock_offset_ms,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use gslb_state_core::Bucket;
+use gslb_state_core::names::RECORD_MAX_AGE;
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, watch};
 
@@ -30,7 +31,9 @@ const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const READ_BATCH: usize = 1024;
 
 /// Opens bucket `name`, creating it when absent: three replicas when the cluster allows, one
-/// otherwise; history 1 (only the newest value of a key matters).
+/// otherwise; history 1 (only the newest value of a key matters); records older than
+/// [`RECORD_MAX_AGE`] age out (live nodes rewrite theirs well before that, so only the records
+/// of nodes gone for good do).
 pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,
     name: &str,
@@ -45,6 +48,7 @@ pub(crate) async fn ensure_bucket(
             description: "gslb-state".to_owned(),
             history: 1,
             max_value_size: MAX_VALUE_BYTES,
+            max_age: RECORD_MAX_AGE,
             num_replicas: replicas,
             ..Default::default()
         };

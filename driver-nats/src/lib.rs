@@ -50,7 +50,7 @@ pub mod probe;
 pub mod security;
 
 pub use connect::ConnectSetupError;
-pub use handle::{EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
+pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
 pub use metrics::Metrics;
 
 /// Opens the JetStream context `config` names (with its domain), for tools such as

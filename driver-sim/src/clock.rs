@@ -1,5 +1,7 @@
-//! Each node's wall clock: true time plus an offset, plus a drift that accumulates from the
-//! moment it was set. Integer arithmetic only, so every platform computes the same times.
+//! Each node's two clocks. The wall clock: true time plus an offset, plus a drift that
+//! accumulates from the moment it was set. The monotonic clock ([`MonoClock`]): simulated
+//! time from an origin of the node's own. Integer arithmetic only, so every platform computes
+//! the same times.
 
 use crate::scenario::NS_PER_MS;
 
@@ -42,6 +44,13 @@ impl Clock {
         (WALL_BASE_MS + t_ns / NS_PER_MS).saturating_add_signed(self.offset_at_ms(t_ns))
     }
 
+    /// From `t_ns` on: offset `offset_ms`, drifting at the rate it drifted at before (a step
+    /// of the clock, as across a restart).
+    pub fn step_to(&mut self, t_ns: u64, offset_ms: i64) {
+        let drift_ppb = self.drift_ppb;
+        self.set(t_ns, Some(offset_ms), drift_ppb);
+    }
+
     /// From `t_ns` on: offset `offset_ms` (or the current one) and drift `drift_ppb`.
     pub fn set(&mut self, t_ns: u64, offset_ms: Option<i64>, drift_ppb: i64) {
         let offset_ms = offset_ms.unwrap_or_else(|| self.offset_at_ms(t_ns));
@@ -53,9 +62,63 @@ impl Clock {
     }
 }
 
+/// One node's monotonic clock, the `Instant` its core sees: where its origin lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonoClock {
+    /// Reads 0 when the node starts and again at every restart, as the NATS driver's clock
+    /// does (a fresh process).
+    FromStart,
+    /// Reads this many nanoseconds at simulated time 0, and runs on across restarts (a
+    /// driver that keeps its process, or a host clock since boot).
+    Offset(u64),
+}
+
+impl MonoClock {
+    /// The clock of a node spec: `None` for [`MonoClock::FromStart`].
+    pub fn from_offset(offset_ns: Option<u64>) -> Self {
+        offset_ns.map_or(MonoClock::FromStart, MonoClock::Offset)
+    }
+
+    /// The reading at simulated time `t_ns`, for the life that started at `started_ns`.
+    pub fn instant_ns(self, t_ns: u64, started_ns: u64) -> u64 {
+        match self {
+            MonoClock::FromStart => t_ns.saturating_sub(started_ns),
+            MonoClock::Offset(offset_ns) => t_ns.saturating_add(offset_ns),
+        }
+    }
+
+    /// The simulated time at which the clock of the life that started at `started_ns` reads
+    /// `instant_ns` (the inverse of [`MonoClock::instant_ns`]): at the start of the life when
+    /// that reading lies before it, [`u64::MAX`] when past the end of simulated time.
+    pub fn sim_time_ns(self, instant_ns: u64, started_ns: u64) -> u64 {
+        match self {
+            MonoClock::FromStart => instant_ns.saturating_add(started_ns),
+            MonoClock::Offset(offset_ns) => instant_ns.saturating_sub(offset_ns).max(started_ns),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monotonic_clocks_convert_both_ways() {
+        let from_start = MonoClock::FromStart;
+        assert_eq!(from_start.instant_ns(7_000, 5_000), 2_000);
+        assert_eq!(from_start.sim_time_ns(2_000, 5_000), 7_000);
+        assert_eq!(from_start.instant_ns(5_000, 5_000), 0, "0 at every start");
+        let day_ns = 86_400 * 1_000 * NS_PER_MS;
+        let offset = MonoClock::Offset(3 * day_ns);
+        assert_eq!(offset.instant_ns(7_000, 5_000), 3 * day_ns + 7_000);
+        assert_eq!(offset.sim_time_ns(3 * day_ns + 7_000, 5_000), 7_000);
+        assert_eq!(
+            offset.sim_time_ns(10, 5_000),
+            5_000,
+            "never before the life began"
+        );
+        assert_eq!(from_start.sim_time_ns(u64::MAX, 5_000), u64::MAX);
+    }
 
     #[test]
     fn offset_and_drift() {
@@ -69,5 +132,12 @@ mod tests {
         assert_eq!(c.offset_at_ms(20_000 * NS_PER_MS), 15_010);
         c.set(20_000 * NS_PER_MS, None, 0);
         assert_eq!(c.offset_at_ms(90_000 * NS_PER_MS), 15_010);
+        let mut d = Clock::new(0, 1_000_000);
+        d.step_to(10_000 * NS_PER_MS, -3_600_000);
+        assert_eq!(
+            d.offset_at_ms(20_000 * NS_PER_MS),
+            -3_600_000 + 10,
+            "drift kept"
+        );
     }
 }

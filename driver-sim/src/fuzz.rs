@@ -73,6 +73,7 @@ fn check(s: &Scenario) {
         check_id(&node.id).expect("accepted an invalid node id");
         assert!(ids.insert(&node.id), "duplicate node {:?}", node.id);
         assert!(node.region.len() <= 64, "long region");
+        assert!(node.start_ns <= s.duration_ns, "starts after the end");
     }
     check_network(&s.network, n);
     let mut last_ns = 0;
@@ -94,7 +95,8 @@ fn check(s: &Scenario) {
                 }
             }
             EventKind::Crash(i)
-            | EventKind::Restart(i)
+            | EventKind::Leave(i)
+            | EventKind::Restart { node: i, .. }
             | EventKind::Isolate(i)
             | EventKind::Rejoin(i)
             | EventKind::Clock { node: i, .. } => assert!(*i < n),

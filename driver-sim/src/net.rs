@@ -129,11 +129,12 @@ impl Net {
         self.broker_up && !self.isolated[to] && self.group[from] == self.group[to]
     }
 
-    /// The delays after which `to` receives message number `msg` of `from` (in its life
-    /// `life`), written to `out`; returns how many (0 = lost, 2 = duplicated) and whether the
-    /// first was held back (reordered: later messages may overtake it). NATS delivers one
+    /// What happens to message number `msg` of `from` (in its life `life`) on its way to
+    /// `to`: the delays after which it arrives are written to `out`. NATS delivers one
     /// publisher's messages in order, so the caller keeps copies that were not held back in
-    /// order per link; the second copy of a duplicate is never kept in order.
+    /// order per link; the second copy of a duplicate is never kept in order. A lost message
+    /// has no copies, and `out[0]` is when it would have arrived (its receiver learns of the
+    /// loss then, as a NATS slow consumer does).
     pub fn delays(
         &self,
         seed: u64,
@@ -142,11 +143,15 @@ impl Net {
         msg: u64,
         to: usize,
         out: &mut [u64; MAX_COPIES],
-    ) -> (usize, bool) {
+    ) -> Fate {
         let link = &self.links[from * self.nodes + to];
         if link.jitter_ns == 0 && link.loss == 0.0 && link.duplicate == 0.0 && link.reorder == 0.0 {
             out[0] = link.latency_ns;
-            return (1, false);
+            return Fate {
+                copies: 1,
+                held_back: false,
+                lost: false,
+            };
         }
         let base = draw(&[
             seed,
@@ -157,8 +162,22 @@ impl Net {
             to as u64,
         ]);
         let key = |what: u64| mix(base ^ mix(what));
+        // Uniform in latency ± jitter, in whole microseconds.
+        let jittered = |k: u64| {
+            if link.jitter_ns == 0 {
+                return link.latency_ns;
+            }
+            let span_us = 2 * link.jitter_ns / 1_000 + 1;
+            let jitter = (k % span_us) * 1_000;
+            (link.latency_ns + jitter).saturating_sub(link.jitter_ns)
+        };
         if link.loss > 0.0 && unit(key(0)) < link.loss {
-            return (0, false);
+            out[0] = jittered(key(2));
+            return Fate {
+                copies: 0,
+                held_back: false,
+                lost: true,
+            };
         }
         let copies = if link.duplicate > 0.0 && unit(key(1)) < link.duplicate {
             2
@@ -168,13 +187,7 @@ impl Net {
         let mut held_back = false;
         for (c, slot) in out.iter_mut().enumerate().take(copies) {
             let c = c as u64 * 16;
-            let mut delay = link.latency_ns;
-            if link.jitter_ns > 0 {
-                // Uniform in latency ± jitter, in whole microseconds.
-                let span_us = 2 * link.jitter_ns / 1_000 + 1;
-                let jitter = (key(2 + c) % span_us) * 1_000;
-                delay = (delay + jitter).saturating_sub(link.jitter_ns);
-            }
+            let mut delay = jittered(key(2 + c));
             if link.reorder > 0.0 && unit(key(3 + c)) < link.reorder {
                 let extra_us = (link.latency_ns + link.jitter_ns) / 1_000 + 1;
                 delay += (key(4 + c) % extra_us) * 1_000;
@@ -182,8 +195,24 @@ impl Net {
             }
             *slot = delay;
         }
-        (copies, held_back)
+        Fate {
+            copies,
+            held_back,
+            lost: false,
+        }
     }
+}
+
+/// What happens to one delivery ([`Net::delays`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fate {
+    /// How many copies arrive: 0 (lost), 1, or 2 (duplicated).
+    pub copies: usize,
+    /// Whether the first copy was held back (reordered: later messages may overtake it).
+    pub held_back: bool,
+    /// Whether the network's `loss` dropped it (not a closed path: that is decided on
+    /// arrival).
+    pub lost: bool,
 }
 
 #[cfg(test)]
@@ -230,16 +259,18 @@ mod tests {
         for msg in 0..2000 {
             let mut a = [0; MAX_COPIES];
             let mut b = [0; MAX_COPIES];
-            let (n, held) = net.delays(7, 0, 0, msg, 1, &mut a);
-            assert!(!held, "no reordering configured");
-            assert_eq!((n, held), net.delays(7, 0, 0, msg, 1, &mut b));
+            let fate = net.delays(7, 0, 0, msg, 1, &mut a);
+            assert!(!fate.held_back, "no reordering configured");
+            assert_eq!(fate, net.delays(7, 0, 0, msg, 1, &mut b));
             assert_eq!(a, b);
-            match n {
+            assert_eq!(fate.lost, fate.copies == 0);
+            match fate.copies {
                 0 => lost += 1,
                 2 => dups += 1,
                 _ => {}
             }
-            for d in &a[..n] {
+            // A lost message's would-be arrival is within the link's delays too.
+            for d in &a[..fate.copies.max(1)] {
                 assert!((5 * NS_PER_MS..=15 * NS_PER_MS).contains(d), "{d}");
             }
         }

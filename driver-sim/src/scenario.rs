@@ -84,10 +84,16 @@ pub struct NodeSpec {
     pub id: String,
     /// Region (shown in membership; may be empty).
     pub region: String,
+    /// When the node first starts (0 for most; a node that joins a running cluster later).
+    pub start_ns: u64,
     /// Wall clock minus true time at the start, in ms.
     pub clock_offset_ms: i64,
     /// Wall-clock drift, in parts per billion (1e6 = 0.001 = 1 ms per second).
     pub drift_ppb: i64,
+    /// The node's monotonic clock: `None` starts it at 0 at every (re)start, as the NATS
+    /// driver's does; `Some(offset)` makes it read `offset` at simulated time 0 and run on
+    /// across restarts.
+    pub monotonic_offset_ns: Option<u64>,
 }
 
 /// Something that happens at a point in simulated time.
@@ -113,8 +119,20 @@ pub enum EventKind {
     Heal,
     /// The node stops: its memory is lost, its messages in flight are still delivered.
     Crash(usize),
-    /// The node starts again with a new incarnation and reads the KV snapshot.
-    Restart(usize),
+    /// The node leaves gracefully: its core is told ([`gslb_state_core::Input::Leave`]), its
+    /// outputs (the announcement, its leave record, deletes of its report keys) are carried
+    /// out, and then it stops as a crash does.
+    Leave(usize),
+    /// The node starts again (after a crash or a leave) and reads the KV snapshot; its core
+    /// chooses a new incarnation.
+    Restart {
+        /// The node.
+        node: usize,
+        /// The wall clock's offset from true time from now on, in ms (its drift rate is
+        /// kept): a clock stepped back across the restart, as a VM restored from a snapshot
+        /// or a reset RTC has. `None` keeps the clock as it is.
+        clock_offset_ms: Option<i64>,
+    },
     /// The broker (and with it the KV store) goes down (`false`) or comes back (`true`).
     Broker(bool),
     /// The node loses its connection to the broker (messages and KV), nothing else.
@@ -193,7 +211,7 @@ pub struct Scenario {
     pub state: StateSettings,
     /// The network at the start.
     pub network: NetworkSpec,
-    /// The nodes; all start at time 0.
+    /// The nodes; each starts at its [`NodeSpec::start_ns`].
     pub nodes: Vec<NodeSpec>,
     /// Events, sorted by time (stable: file order within one instant).
     pub events: Vec<Event>,
@@ -214,8 +232,10 @@ impl Scenario {
                 .map(|id| NodeSpec {
                     id: (*id).to_owned(),
                     region: String::new(),
+                    start_ns: 0,
                     clock_offset_ms: 0,
                     drift_ppb: 0,
+                    monotonic_offset_ns: None,
                 })
                 .collect(),
             events: Vec::new(),

@@ -1,6 +1,7 @@
 //! Random fault schedules for `gslb-sim check`: a scenario per seed with a random policy,
-//! network, observations and faults, followed by a quiet tail in which the invariants about
-//! agreement can be checked.
+//! network, monotonic clock origins, observations and faults, followed by a quiet tail in
+//! which the invariants about agreement can be checked; and the variants of it that the
+//! other runs use (clock offsets, wild clocks, wall clocks stepped back at restarts).
 
 use std::time::Duration;
 
@@ -10,6 +11,12 @@ use crate::rng::Rng;
 use crate::scenario::{Event, EventKind, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario};
 
 const SEC: u64 = 1_000 * NS_PER_MS;
+const DAY: u64 = 86_400 * SEC;
+
+/// Largest monotonic clock offset drawn for a node whose clock runs on across restarts.
+pub const MONOTONIC_OFFSET_MAX_NS: u64 = 4 * DAY;
+/// Smallest and largest wall-clock step back at a restart in run S.
+pub const CLOCK_STEP_MS: (u64, u64) = (1_000, 2 * 3_600_000);
 
 /// A generated scenario and the instants that matter to the invariants.
 #[derive(Debug, Clone)]
@@ -60,12 +67,19 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
         network.links.push(((a.min(b), a.max(b)), slow));
     }
 
+    // Monotonic clocks from a stream of their own: half start at 0 at every (re)start, as
+    // production's do; the others read up to days at time 0 and run on across restarts.
+    let mut mono_rng = Rng::new(seed ^ 0x000A_0C1C_10C4);
     let node_specs: Vec<NodeSpec> = (0..nodes)
         .map(|i| NodeSpec {
             id: format!("n{i}"),
             region: format!("r{}", i % 3),
+            start_ns: 0,
             clock_offset_ms: 0,
             drift_ppb: 0,
+            monotonic_offset_ns: mono_rng
+                .chance(0.5)
+                .then(|| mono_rng.below(MONOTONIC_OFFSET_MAX_NS + 1)),
         })
         .collect();
     let endpoint_names: Vec<String> = (0..endpoints).map(|e| format!("ep{e}")).collect();
@@ -116,19 +130,29 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
                 events.push((end, EventKind::Heal));
             }
             1 | 2 => {
+                // A quarter of the stops are graceful; some nodes stay down for good.
+                let leave = rng.chance(0.25);
+                let back = rng.chance(0.85);
+                let down_until = if back { end } else { u64::MAX / 4 };
                 let overlaps = crashed[node]
                     .iter()
-                    .any(|&(s, e)| start <= e + SEC && s <= end + SEC);
+                    .any(|&(s, e)| start <= e + SEC && s <= down_until + SEC);
                 if overlaps {
                     continue;
                 }
-                events.push((start, EventKind::Crash(node)));
-                // Some nodes stay down for good.
-                if rng.chance(0.85) {
-                    events.push((end, EventKind::Restart(node)));
-                    crashed[node].push((start, end));
+                crashed[node].push((start, down_until));
+                let stop = if leave {
+                    EventKind::Leave(node)
                 } else {
-                    crashed[node].push((start, u64::MAX / 4));
+                    EventKind::Crash(node)
+                };
+                events.push((start, stop));
+                if back {
+                    let restart = EventKind::Restart {
+                        node,
+                        clock_offset_ms: None,
+                    };
+                    events.push((end, restart));
                 }
             }
             3 => {
@@ -225,6 +249,39 @@ pub fn with_offsets(scenario: &Scenario) -> Scenario {
     s
 }
 
+/// `scenario` with every node's wall clock stepped back at some restarts (each with
+/// probability 1/2) by a random amount within [`CLOCK_STEP_MS`], from the clock it had
+/// before: a VM restored from a snapshot, an RTC reset. Drawn from a stream of its own.
+pub fn with_clock_steps(scenario: &Scenario) -> Scenario {
+    let mut s = scenario.clone();
+    let mut rng = Rng::new(s.seed ^ 0x57E9_BAC4_C10C);
+    let mut offset_ms: Vec<i64> = s.nodes.iter().map(|n| n.clock_offset_ms).collect();
+    for e in &mut s.events {
+        match &mut e.kind {
+            EventKind::Clock {
+                node,
+                offset_ms: Some(o),
+                ..
+            } => offset_ms[*node] = *o,
+            EventKind::Restart {
+                node,
+                clock_offset_ms,
+            } => {
+                if let Some(o) = clock_offset_ms {
+                    offset_ms[*node] = *o;
+                }
+                if rng.chance(0.5) {
+                    let step = rng.range(CLOCK_STEP_MS.0, CLOCK_STEP_MS.1) as i64;
+                    offset_ms[*node] -= step;
+                    *clock_offset_ms = Some(offset_ms[*node]);
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
 /// `scenario` with wild clocks: offsets up to ±10 TTL that jump during the run, and drift up
 /// to ±1%. Nothing is promised about decisions here; the run must not panic and must stay
 /// within its memory bounds.
@@ -262,15 +319,15 @@ mod tests {
             assert!(s.events.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
             assert!(g.quiet_ns < g.settle_ns && g.settle_ns < s.duration_ns);
             s.state.validate().unwrap();
-            // Crash only running nodes, restart only crashed ones.
+            // Stop only running nodes, restart only stopped ones.
             let mut up = [true; 5];
             for e in &s.events {
                 match e.kind {
-                    EventKind::Crash(n) => {
+                    EventKind::Crash(n) | EventKind::Leave(n) => {
                         assert!(up[n], "seed {seed}");
                         up[n] = false;
                     }
-                    EventKind::Restart(n) => {
+                    EventKind::Restart { node: n, .. } => {
                         assert!(!up[n], "seed {seed}");
                         up[n] = true;
                     }
@@ -280,7 +337,61 @@ mod tests {
             let o = with_offsets(s);
             let ttl_ms = s.state.heartbeat_ttl.as_millis() as i64;
             assert!(o.nodes.iter().all(|n| n.clock_offset_ms.abs() < ttl_ms));
+            assert!(s.nodes.iter().all(|n| {
+                n.monotonic_offset_ns
+                    .is_none_or(|o| o <= MONOTONIC_OFFSET_MAX_NS)
+            }));
         }
         assert_ne!(generate(1, 5, 3).scenario, generate(2, 5, 3).scenario);
+        // Over many seeds: both kinds of monotonic clock, leaves among the faults.
+        let all: Vec<Generated> = (0..200).map(|seed| generate(seed, 5, 3)).collect();
+        let monos: Vec<Option<u64>> = all
+            .iter()
+            .flat_map(|g| g.scenario.nodes.iter().map(|n| n.monotonic_offset_ns))
+            .collect();
+        assert!(monos.iter().any(Option::is_none));
+        assert!(monos.iter().any(|o| o.is_some_and(|o| o > DAY)));
+        let leaves = all
+            .iter()
+            .flat_map(|g| &g.scenario.events)
+            .filter(|e| matches!(e.kind, EventKind::Leave(_)))
+            .count();
+        assert!(leaves > 20, "{leaves}");
+    }
+
+    #[test]
+    fn clock_steps_go_back_by_one_second_to_two_hours_and_add_up() {
+        let mut stepped = 0;
+        for seed in 0..200 {
+            let g = generate(seed, 5, 3);
+            let s = with_clock_steps(&g.scenario);
+            assert_eq!(s.events.len(), g.scenario.events.len());
+            let mut offset_ms = [0i64; 5];
+            for (a, b) in g.scenario.events.iter().zip(&s.events) {
+                match (&a.kind, &b.kind) {
+                    (
+                        EventKind::Restart {
+                            node,
+                            clock_offset_ms: None,
+                        },
+                        EventKind::Restart {
+                            node: same,
+                            clock_offset_ms: Some(o),
+                        },
+                    ) => {
+                        assert_eq!(node, same);
+                        let step = offset_ms[*node] - o;
+                        assert!(
+                            (CLOCK_STEP_MS.0 as i64..=CLOCK_STEP_MS.1 as i64).contains(&step),
+                            "{step}"
+                        );
+                        offset_ms[*node] = *o;
+                        stepped += 1;
+                    }
+                    _ => assert_eq!(a, b),
+                }
+            }
+        }
+        assert!(stepped > 50, "{stepped}");
     }
 }

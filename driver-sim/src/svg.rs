@@ -142,7 +142,7 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
         lives
             .entry(l.node)
             .or_default()
-            .push((l.started_ns, l.crashed_ns.unwrap_or(end_ns)));
+            .push((l.started_ns, l.stopped_ns.unwrap_or(end_ns)));
     }
     for (ei, endpoint) in endpoints.iter().enumerate() {
         let _ = writeln!(

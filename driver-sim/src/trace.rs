@@ -59,8 +59,12 @@ pub enum FaultKind {
     Partition,
     /// Partitions ended.
     Heal,
+    /// A node started after time 0 (joined a running cluster).
+    Start,
     /// A node crashed.
     Crash,
+    /// A node left gracefully.
+    Leave,
     /// A node restarted.
     Restart,
     /// The broker went down.

@@ -100,8 +100,10 @@ enum RawNode {
 struct RawNodeMap {
     id: S<String>,
     region: Option<String>,
+    start: Option<S<String>>,
     clock_offset: Option<S<String>>,
     drift: Option<S<f64>>,
+    monotonic_offset: Option<S<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawNode {
@@ -146,12 +148,52 @@ struct RawEvent {
     partition: Option<S<Vec<Vec<String>>>>,
     heal: Option<S<bool>>,
     crash: Option<S<String>>,
-    restart: Option<S<String>>,
+    leave: Option<S<String>>,
+    restart: Option<S<RawRestart>>,
     broker: Option<S<String>>,
     isolate: Option<S<String>>,
     rejoin: Option<S<String>>,
     clock: Option<S<RawClock>>,
     network: Option<S<RawNetwork>>,
+}
+
+/// A restart: a plain node id, or a map with the wall clock it restarts with.
+enum RawRestart {
+    Id(String),
+    Full(RawRestartMap),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRestartMap {
+    node: S<String>,
+    clock_offset: Option<S<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawRestart {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRestart;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id, or a map like {node: us-1, clockOffset: -1h}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRestart, E> {
+                Ok(RawRestart::Id(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRestart, E> {
+                Ok(RawRestart::Id(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRestart, E> {
+                Ok(RawRestart::Id(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRestart, A::Error> {
+                RawRestartMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawRestart::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -397,12 +439,18 @@ fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
             RawNode::Id(id) => NodeSpec {
                 id: id.clone(),
                 region: String::new(),
+                start_ns: 0,
                 clock_offset_ms: 0,
                 drift_ppb: 0,
+                monotonic_offset_ns: None,
             },
             RawNode::Full(m) => NodeSpec {
                 id: m.id.value.clone(),
                 region: m.region.clone().unwrap_or_default(),
+                start_ns: match &m.start {
+                    None => 0,
+                    Some(t) => time_in(&format!("{key}.start"), t, duration_ns)?,
+                },
                 clock_offset_ms: match &m.clock_offset {
                     None => 0,
                     Some(o) => parse_offset_ms(&o.value)
@@ -411,6 +459,13 @@ fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
                 drift_ppb: match &m.drift {
                     None => 0,
                     Some(d) => drift_ppb(&format!("{key}.drift"), d)?,
+                },
+                monotonic_offset_ns: match &m.monotonic_offset {
+                    None => None,
+                    Some(o) => Some(
+                        parse_duration_ns(&o.value)
+                            .map_err(|e| err(format!("{key}.monotonicOffset"), line_of(o), e))?,
+                    ),
                 },
             },
         };
@@ -443,7 +498,7 @@ fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
         events.push(Event { at_ns, line, kind });
     }
     events.sort_by_key(|e| e.at_ns);
-    check_lifecycle(&b, &events)?;
+    check_lifecycle(&b, &nodes, &events)?;
 
     let mut expects = Vec::new();
     for (i, x) in raw.expect.iter().flatten().enumerate() {
@@ -523,10 +578,15 @@ fn at_of(
     let Some(at) = at else {
         return Err(err(format!("{key}.at"), line, "required key is missing"));
     };
-    let ns = parse_duration_ns(&at.value).map_err(|m| err(format!("{key}.at"), line_of(at), m))?;
+    time_in(&format!("{key}.at"), at, duration_ns)
+}
+
+/// An instant of the scenario (`key` names it), at most its duration.
+fn time_in(key: &str, at: &S<String>, duration_ns: u64) -> Result<u64, ScenarioError> {
+    let ns = parse_duration_ns(&at.value).map_err(|m| err(key, line_of(at), m))?;
     if ns > duration_ns {
         return Err(err(
-            format!("{key}.at"),
+            key,
             line_of(at),
             format!(
                 "{} is after the end of the scenario ({})",
@@ -553,6 +613,7 @@ fn event_kind(
         (e.partition.is_some(), "partition"),
         (e.heal.is_some(), "heal"),
         (e.crash.is_some(), "crash"),
+        (e.leave.is_some(), "leave"),
         (e.restart.is_some(), "restart"),
         (e.broker.is_some(), "broker"),
         (e.isolate.is_some(), "isolate"),
@@ -565,7 +626,7 @@ fn event_kind(
         }
     }
     const ONE_OF: &str = "an event needs exactly one of: node+endpoint+healthy (an observation), \
-        partition, heal, crash, restart, broker, isolate, rejoin, clock, network";
+        partition, heal, crash, leave, restart, broker, isolate, rejoin, clock, network";
     match kinds.as_slice() {
         [] => return Err(err(key, line, ONE_OF)),
         [_] => {}
@@ -648,8 +709,27 @@ fn event_kind(
     if let Some(n) = &e.crash {
         return Ok(EventKind::Crash(b.node(&format!("{key}.crash"), n)?));
     }
-    if let Some(n) = &e.restart {
-        return Ok(EventKind::Restart(b.node(&format!("{key}.restart"), n)?));
+    if let Some(n) = &e.leave {
+        return Ok(EventKind::Leave(b.node(&format!("{key}.leave"), n)?));
+    }
+    if let Some(r) = &e.restart {
+        let rkey = format!("{key}.restart");
+        return match &r.value {
+            RawRestart::Id(id) => Ok(EventKind::Restart {
+                node: b.node_str(&rkey, id, line_of(r))?,
+                clock_offset_ms: None,
+            }),
+            RawRestart::Full(m) => Ok(EventKind::Restart {
+                node: b.node(&format!("{rkey}.node"), &m.node)?,
+                clock_offset_ms: match &m.clock_offset {
+                    None => None,
+                    Some(o) => Some(
+                        parse_offset_ms(&o.value)
+                            .map_err(|e| err(format!("{rkey}.clockOffset"), line_of(o), e))?,
+                    ),
+                },
+            }),
+        };
     }
     if let Some(n) = &e.isolate {
         return Ok(EventKind::Isolate(b.node(&format!("{key}.isolate"), n)?));
@@ -696,31 +776,63 @@ fn event_kind(
     Err(err(key, line, ONE_OF))
 }
 
-/// Crash only a running node, restart only a crashed one.
-fn check_lifecycle(b: &Builder, events: &[Event]) -> Result<(), ScenarioError> {
-    let mut up = vec![true; b.node_ids.len()];
+/// Crash or leave only a running node, restart only one that crashed or left (a node that
+/// has not started yet is neither).
+fn check_lifecycle(b: &Builder, nodes: &[NodeSpec], events: &[Event]) -> Result<(), ScenarioError> {
+    let mut up: Vec<bool> = nodes.iter().map(|n| n.start_ns == 0).collect();
+    let mut started = up.clone();
+    // Node starts come before the events of their instant.
+    let mut starts: Vec<(u64, usize)> = (0..nodes.len())
+        .filter(|&n| nodes[n].start_ns > 0)
+        .map(|n| (nodes[n].start_ns, n))
+        .collect();
+    starts.sort_unstable();
+    let mut next_start = 0;
     for e in events {
-        match e.kind {
-            EventKind::Crash(n) if !up[n] => {
+        while let Some(&(t, n)) = starts.get(next_start)
+            && t <= e.at_ns
+        {
+            up[n] = true;
+            started[n] = true;
+            next_start += 1;
+        }
+        let (stop, n) = match e.kind {
+            EventKind::Crash(n) => (Some("crash"), n),
+            EventKind::Leave(n) => (Some("leave"), n),
+            EventKind::Restart { node, .. } => (None, node),
+            _ => continue,
+        };
+        if !started[n] {
+            return Err(err(
+                "events",
+                e.line,
+                format!(
+                    "{}: {} has not started yet at this time (it starts at {})",
+                    stop.unwrap_or("restart"),
+                    b.node_ids[n],
+                    crate::scenario::fmt_time(nodes[n].start_ns)
+                ),
+            ));
+        }
+        match stop {
+            Some(what) if !up[n] => {
                 return Err(err(
                     "events",
                     e.line,
-                    format!("crash: {} is already down at this time", b.node_ids[n]),
+                    format!("{what}: {} is already down at this time", b.node_ids[n]),
                 ));
             }
-            EventKind::Restart(n) if up[n] => {
+            None if up[n] => {
                 return Err(err(
                     "events",
                     e.line,
                     format!(
-                        "restart: {} is running at this time (crash it first)",
+                        "restart: {} is running at this time (crash it or let it leave first)",
                         b.node_ids[n]
                     ),
                 ));
             }
-            EventKind::Crash(n) => up[n] = false,
-            EventKind::Restart(n) => up[n] = true,
-            _ => {}
+            _ => up[n] = stop.is_none(),
         }
     }
     Ok(())

@@ -3,10 +3,10 @@
 
 use gslb_state_core::DownReason;
 use gslb_state_sim::invariants::{self, CheckConfig};
-use gslb_state_sim::scenario::NS_PER_MS;
+use gslb_state_sim::scenario::{NS_PER_MS, Scenario};
 use gslb_state_sim::trace::Record;
-use gslb_state_sim::world::{DownEvent, RunOptions};
-use gslb_state_sim::{run, schedule};
+use gslb_state_sim::world::{DownEvent, Outcome, RunOptions};
+use gslb_state_sim::{run, schedule, yaml};
 
 fn options(g: &schedule::Generated) -> RunOptions {
     RunOptions {
@@ -30,7 +30,7 @@ fn every_invariant_holds_on_these_seeds() {
     );
     assert!(report.violation.is_none(), "{:?}", report.violation);
     assert_eq!(report.seeds_run, 12);
-    assert_eq!(report.runs, 48);
+    assert_eq!(report.runs, 60);
     assert!(report.deliveries > 10_000, "{}", report.deliveries);
 }
 
@@ -61,6 +61,20 @@ fn agreement_catches_a_node_that_decides_differently() {
         .pop();
     let e = invariants::agreement(&g.scenario, &o).unwrap_err();
     assert!(e.contains("active members"), "{e}");
+    // Within the snapshot window of that node (as run B is checked) it is not held to it.
+    let (node, t) = (
+        o.probes[1].nodes.iter().position(Option::is_some).unwrap(),
+        o.probes[1].t_ns,
+    );
+    let window = invariants::silence_bound_ns(&g.scenario);
+    invariants::agreement_outside_snapshot_windows(&g.scenario, &o, window).unwrap_err();
+    let life = o
+        .lives
+        .iter_mut()
+        .rfind(|l| l.node as usize == node)
+        .unwrap();
+    life.snapshot_ns = Some(t - window / 2);
+    invariants::agreement_outside_snapshot_windows(&g.scenario, &o, window).unwrap();
 }
 
 #[test]
@@ -165,4 +179,177 @@ fn the_replay_command_names_the_seed_and_the_shape() {
         invariants::replay_command(1234, 5, 3),
         "cargo run --release -p gslb-state-sim -- check --seeds 1 --first-seed 1234 --nodes 5 --endpoints 3"
     );
+}
+
+/// The options `gslb-sim check` runs with, for a scenario file.
+fn tracked() -> RunOptions {
+    RunOptions {
+        track_expiry: true,
+        ..RunOptions::default()
+    }
+}
+
+fn example(text: &str) -> (Scenario, Outcome) {
+    let file = yaml::parse(text).unwrap();
+    let o = run(&file.scenario, tracked());
+    for x in &o.expects {
+        assert!(
+            x.ok,
+            "expectation {} failed: {} (saw {})",
+            x.index, x.why, x.seen
+        );
+    }
+    (file.scenario, o)
+}
+
+const LATE_JOINER: &str = include_str!("../../examples/late-joiner.yaml");
+const CLOCK_BEHIND: &str = include_str!("../../examples/restart-clock-behind.yaml");
+
+/// Replaces every membership record of `node` from `from_ns` on by `active` at `from_ns`,
+/// then `after` at `until_ns`: what the node's membership would have been.
+fn rewrite_members(
+    o: &mut Outcome,
+    node: u32,
+    from_ns: u64,
+    active: &[&str],
+    until_ns: u64,
+    after: &[&str],
+) {
+    o.trace.records.retain(
+        |r| !matches!(r, Record::Members { t_ns, node: n, .. } if *n == node && *t_ns >= from_ns),
+    );
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    o.trace.records.push(Record::Members {
+        t_ns: from_ns,
+        node,
+        active: ids(active),
+    });
+    o.trace.records.push(Record::Members {
+        t_ns: until_ns,
+        node,
+        active: ids(after),
+    });
+    o.trace.records.sort_by_key(Record::t_ns);
+}
+
+#[test]
+fn count_freshness_holds_for_a_late_joiner_and_catches_the_old_snapshot_clamp() {
+    // The issue's case: 1 s / 10 s, eu-1 crashes at 10 s, ap-1 starts at 16 s with its
+    // monotonic clock at 0 and reads eu-1's record from the snapshot.
+    let (s, o) = example(LATE_JOINER);
+    invariants::count_freshness(&s, &o).unwrap();
+    let eu1 = s.node_index("eu-1").unwrap();
+    let ap1 = s.node_index("ap-1").unwrap() as u32;
+    let last_sent = *o.heartbeats_sent[eu1].last().unwrap();
+    assert!(last_sent < 10_000 * NS_PER_MS);
+    // The old core's symptom: "received = now - age" clamped at the reader's clock origin, so
+    // ap-1 counted eu-1 until TTL after ap-1 started (26 s), 16 s after the crash.
+    let mut old = o.clone();
+    let started = 16_000 * NS_PER_MS;
+    rewrite_members(
+        &mut old,
+        ap1,
+        started + 10 * NS_PER_MS,
+        &["ap-1", "eu-1", "us-1", "us-2"],
+        started + 10_000 * NS_PER_MS,
+        &["ap-1", "us-1", "us-2"],
+    );
+    let e = invariants::count_freshness(&s, &old).unwrap_err();
+    assert!(e.contains("ap-1 counts eu-1"), "{e}");
+    assert!(e.contains("sent no heartbeat within"), "{e}");
+    // Counting it up to the bound is allowed; one nanosecond later is not.
+    let bound = invariants::silence_bound_ns(&s);
+    let mut edge = o.clone();
+    rewrite_members(
+        &mut edge,
+        ap1,
+        started + 10 * NS_PER_MS,
+        &["ap-1", "eu-1", "us-1", "us-2"],
+        last_sent + bound + 1,
+        &["ap-1", "us-1", "us-2"],
+    );
+    invariants::count_freshness(&s, &edge).unwrap();
+    rewrite_members(
+        &mut edge,
+        ap1,
+        started + 10 * NS_PER_MS,
+        &["ap-1", "eu-1", "us-1", "us-2"],
+        last_sent + bound + 2,
+        &["ap-1", "us-1", "us-2"],
+    );
+    let e = invariants::count_freshness(&s, &edge).unwrap_err();
+    let at = gslb_state_sim::scenario::fmt_time(last_sent + bound + 1);
+    assert!(e.starts_with(&format!("at {at}: ap-1 counts eu-1")), "{e}");
+}
+
+#[test]
+fn rejoin_holds_after_a_clock_step_back_and_catches_a_node_never_heard_again() {
+    // The issue's case: us-1 restarts with its wall clock an hour behind.
+    let (s, o) = example(CLOCK_BEHIND);
+    invariants::rejoin_after_restart(&s, &o).unwrap();
+    let us1 = s.node_index("us-1").unwrap() as u32;
+    let restart = o.lives.iter().filter(|l| l.node == us1).nth(1).unwrap();
+    assert_eq!(restart.started_ns, 14_000 * NS_PER_MS);
+    // The old core's symptom: the new life's incarnation is below the old one, so the peers
+    // dropped its heartbeats as stale and never counted it again.
+    let mut old = o.clone();
+    for peer in ["eu-1", "ap-1"] {
+        let p = s.node_index(peer).unwrap() as u32;
+        rewrite_members(
+            &mut old,
+            p,
+            restart.started_ns,
+            &["ap-1", "eu-1"],
+            s.duration_ns,
+            &["ap-1", "eu-1"],
+        );
+    }
+    let e = invariants::rejoin_after_restart(&s, &old).unwrap_err();
+    assert!(e.contains("us-1 restarted at 14.000s"), "{e}");
+    assert!(e.contains("does not count it"), "{e}");
+    // Only ap-1 misses it: still a violation, unless ap-1 was cut off from the broker
+    // meanwhile (then nothing is asked of it).
+    let ap1 = s.node_index("ap-1").unwrap();
+    let mut ap_only = o.clone();
+    rewrite_members(
+        &mut ap_only,
+        ap1 as u32,
+        restart.started_ns,
+        &["ap-1", "eu-1"],
+        s.duration_ns,
+        &["ap-1", "eu-1"],
+    );
+    let e = invariants::rejoin_after_restart(&s, &ap_only).unwrap_err();
+    assert!(e.contains("but ap-1 does not count it"), "{e}");
+    let mut cut = s.clone();
+    cut.at(
+        std::time::Duration::from_secs(15),
+        gslb_state_sim::scenario::EventKind::Isolate(ap1),
+    );
+    invariants::rejoin_after_restart(&cut, &ap_only).unwrap();
+}
+
+#[test]
+fn the_issues_two_cases_hold_over_the_run_of_every_invariant() {
+    // Both examples, with every invariant that applies to a single run.
+    for text in [LATE_JOINER, CLOCK_BEHIND] {
+        let (s, o) = example(text);
+        invariants::expiry_bounds(&s, &o).unwrap();
+        invariants::count_freshness(&s, &o).unwrap();
+        invariants::rejoin_after_restart(&s, &o).unwrap();
+    }
+}
+
+/// A regression test of a core bug the rejoin invariant found (see the scenario's
+/// description): both the expectation and the invariant failed before the fix.
+#[test]
+fn a_restart_with_the_clock_behind_is_heard_within_the_bound() {
+    let file = yaml::parse(include_str!(
+        "data/restart-clock-behind-raises-incarnation.yaml"
+    ))
+    .unwrap();
+    assert!(file.name.unwrap().contains("raises its incarnation"));
+    let o = run(&file.scenario, tracked());
+    invariants::rejoin_after_restart(&file.scenario, &o).unwrap();
+    assert!(o.expects.iter().all(|x| x.ok), "{:?}", o.expects);
 }

@@ -183,3 +183,104 @@ fn the_core_issue_reproducers_hold_since_the_fixes() {
         assert!(o.expects.iter().all(|x| x.ok), "{:?}", o.expects);
     }
 }
+
+#[test]
+fn monotonic_clocks_late_starts_leaves_and_clock_steps() {
+    let s = yaml::parse(
+        "duration: 30s\nnodes:\n  - a\n  - { id: b, monotonicOffset: 2d }\n  - { id: c, start: 5s }\n\
+         events:\n  - { at: 2s, leave: a }\n  - { at: 4s, restart: a }\n  - { at: 6s, crash: b }\n\
+         \x20 - { at: 8s, restart: { node: b, clockOffset: -1h } }\n  - { at: 9s, leave: c }\n\
+         \x20 - { at: 10s, restart: { node: c } }\n",
+    )
+    .unwrap()
+    .scenario;
+    assert_eq!(
+        s.nodes[0].monotonic_offset_ns, None,
+        "0 at every start by default"
+    );
+    assert_eq!(
+        s.nodes[1].monotonic_offset_ns,
+        Some(2 * 86_400_000 * NS_PER_MS)
+    );
+    assert_eq!(
+        (s.nodes[0].start_ns, s.nodes[2].start_ns),
+        (0, 5_000 * NS_PER_MS)
+    );
+    let kinds: Vec<&EventKind> = s.events.iter().map(|e| &e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            &EventKind::Leave(0),
+            &EventKind::Restart {
+                node: 0,
+                clock_offset_ms: None
+            },
+            &EventKind::Crash(1),
+            &EventKind::Restart {
+                node: 1,
+                clock_offset_ms: Some(-3_600_000)
+            },
+            &EventKind::Leave(2),
+            &EventKind::Restart {
+                node: 2,
+                clock_offset_ms: None
+            },
+        ]
+    );
+}
+
+#[test]
+fn new_keys_are_refused_with_the_key_and_the_line() {
+    let base = "seed: 1\nnodes: [a, b]\n";
+    let e = err(&format!(
+        "{base}events:\n  - {{ at: 1s, restart: {{ node: a, clockOffset: soon }} }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].restart.clockOffset", Some(4)),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}events:\n  - {{ at: 1s, restart: {{ node: z }} }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].restart.node", Some(4)),
+        "{e}"
+    );
+    assert!(e.message.contains("unknown node \"z\""), "{e}");
+    let e = err(&format!(
+        "{base}events:\n  - {{ at: 1s, restart: {{ node: a, offset: 1s }} }}\n"
+    ));
+    assert!(e.key.starts_with("events[0]"), "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+    let e = err(&format!("{base}events:\n  - {{ at: 1s, leave: z }}\n"));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].leave", Some(4)),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}events:\n  - {{ at: 1s, leave: a }}\n  - {{ at: 2s, crash: a }}\n"
+    ));
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("crash: a is already down"), "{e}");
+    let e = err(&format!("{base}events:\n  - {{ at: 1s, restart: a }}\n"));
+    assert!(e.message.contains("let it leave first"), "{e}");
+    let e = err("nodes:\n  - a\n  - { id: b, monotonicOffset: -1s }\n");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("nodes[1].monotonicOffset", Some(3)),
+        "{e}"
+    );
+    let e = err("duration: 10s\nnodes:\n  - a\n  - { id: b, start: 11s }\n");
+    assert_eq!((e.key.as_str(), e.line), ("nodes[1].start", Some(4)), "{e}");
+    let e = err("nodes:\n  - a\n  - { id: b, start: 5s }\nevents:\n  - { at: 2s, crash: b }\n");
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("has not started yet"), "{e}");
+    let e = err("nodes: [a]\nevents:\n  - { at: 1s, leave: a, crash: a }\n");
+    assert!(
+        e.message.contains("leave and crash") || e.message.contains("crash and leave"),
+        "{e}"
+    );
+}

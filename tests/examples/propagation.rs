@@ -334,7 +334,6 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         gslb_state_core::NodeConfig::from_config(
             &config(cluster_id, &cluster.urls(), "10m")?,
             "reader",
-            1,
         ),
         gslb_state_core::Now::new(
             gslb_state_core::Instant::from_nanos(0),
@@ -371,6 +370,11 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         gslb_state_core::Instant::from_nanos(1),
         gslb_state_core::WallTime::from_unix_ms(unix_ms()),
     );
+    // Connected, the core asks for the snapshot; the entries below are its answer.
+    core.handle(
+        now,
+        gslb_state_core::Input::Connectivity(gslb_state_core::Connectivity::Connected),
+    );
     for w in 0..writers {
         let node = format!("w{w}");
         let value = encode(&Message::Member(MemberRecord {
@@ -405,6 +409,14 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         }
         while core.poll_output().is_some() {}
     }
+    core.handle(
+        now,
+        gslb_state_core::Input::KvReadDone {
+            read: gslb_state_core::KvRead::Snapshot,
+            complete: true,
+        },
+    );
+    while core.poll_output().is_some() {}
     println!(
         "core alone: {writers} active members' {} report entries handed in (outputs drained every 16k) in {:.3} s",
         entries.len(),

@@ -559,3 +559,89 @@ fn a_version_older_than_the_one_in_force_is_ignored_and_said_so() {
         assert_eq!(config_events(d, "applied"), 3.0, "{}", d.name);
     }
 }
+
+/// `config.applyTimeout` is real: a version whose apply does not finish in time (here its
+/// probes start, then the rest hangs: the daemon's test hook) is rolled back whole on that
+/// node — the core's `state.*` and the probes alike — and counted `failed` only, never
+/// `applied`; a node that applies it in time keeps it.
+#[test]
+fn a_version_not_applied_within_apply_timeout_is_rolled_back_whole() {
+    let nats = NatsServer::single(ServerOpts::default()).expect("nats-server");
+    let dir = TestDir::new();
+    let servers = [nats.url()];
+    let base = Yaml::node("a", &servers)
+        .policy("global-quorum")
+        .timing("500ms", "4s");
+    let a_config = base.write(&dir.file("a.yaml"));
+    // a's apply hangs longer than its applyTimeout (5 s).
+    let mut a = Daemon::start_file(
+        &dir,
+        "a",
+        &a_config,
+        &[],
+        &[("GSLB_STATE_TEST_APPLY_DELAY_MS", "8000")],
+    );
+    let b_yaml = Yaml {
+        node: Some("b".into()),
+        ..base.clone()
+    };
+    let mut b = Daemon::start(&dir, &b_yaml);
+    for d in [&mut a, &mut b] {
+        d.wait_ready();
+        d.wait_members(2, SOON);
+        d.wait_log("config snapshot loaded", SOON);
+    }
+    // a says down, b up: 1 of 2 healthy, under the 51 % of global-quorum.
+    a.put_health(EP, false);
+    b.put_health(EP, true);
+    for d in [&mut a, &mut b] {
+        wait_ep(d, false, "global", 1, 2);
+    }
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut desired = base.desired().policy("global-any-healthy");
+    desired.endpoints = vec![format!(
+        "  - name: \"probed.example.com\"\n    probe: {{ tcp: \"{addr}\", interval: \"100ms\", timeout: \"90ms\", rise: 1, fall: 1 }}"
+    )];
+    let v = push(&dir, &a_config, "v.yaml", &desired.render());
+
+    // b applies it in time.
+    wait_applied(std::slice::from_mut(&mut b), v, "global-any-healthy");
+    wait_ep(&mut b, true, "global", 1, 2);
+    assert_eq!(config_events(&b, "applied"), 1.0);
+
+    // a: its state is in force while it applies (at once), and its probe starts...
+    a.wait_log(&event_line(v), SOON);
+    wait_ep(&mut a, true, "global", 1, 2);
+    a.wait_decision("probed.example.com", "probed by a", SOON, |v| {
+        v["local"] == true
+    });
+    // ... then the timeout runs out and all of it is rolled back.
+    a.wait_log("config apply failed", SOON);
+    assert!(
+        a.log_lines("config apply failed")
+            .iter()
+            .any(|l| l.contains("applyTimeout") && l.contains(&format!("version={v}"))),
+        "{}",
+        a.log_tail(10)
+    );
+    wait_ep(&mut a, false, "global", 1, 2);
+    assert_eq!(a.policy(), "global-quorum");
+    a.wait_log("probe removed; observation withdrawn", SOON);
+    a.wait_decision(
+        "probed.example.com",
+        "a's observation withdrawn",
+        SOON,
+        |v| v["local"].is_null(),
+    );
+    assert_eq!(config_events(&a, "failed"), 1.0);
+    assert_eq!(config_events(&a, "applied"), 0.0, "both applied and failed");
+    assert!(!a.logged(&format!("config applied cluster={CLUSTER} version={v}")));
+    assert_ne!(
+        a.try_metric("gslbd_state_config_version"),
+        Some(v as f64),
+        "the failed version is not the one in force"
+    );
+    drop(listener);
+}

@@ -194,7 +194,7 @@ async fn a_killed_node_leaves_every_quorum_after_the_ttl_and_rejoins_after_a_res
     // n4 dies (its driver stops without a word to anyone): after the TTL, 2 of 3 = 67 %.
     let mut events = nodes[0].subscribe();
     let n4 = nodes.pop().unwrap();
-    n4.shutdown().await;
+    n4.shutdown_quietly().await;
     let killed = Instant::now();
     let left = &nodes[..];
     let took = wait_decision_all(

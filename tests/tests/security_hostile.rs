@@ -43,8 +43,9 @@ fn forge(cluster: &str, node: &str, endpoints: &[String], healthy: bool) -> Forg
         CoreInstant::from_millis(1),
         WallTime::from_unix_ms(now_ms()),
     );
-    let config = NodeConfig::from_config(&Config::with_defaults(cluster), node, now_ms());
+    let config = NodeConfig::from_config(&Config::with_defaults(cluster), node);
     let mut core = Node::new(config, now).unwrap();
+    core.handle(now, Input::Connectivity(Connectivity::Connected));
     core.handle(
         now,
         Input::KvReadDone {
@@ -52,7 +53,6 @@ fn forge(cluster: &str, node: &str, endpoints: &[String], healthy: bool) -> Forg
             complete: true,
         },
     );
-    core.handle(now, Input::Connectivity(Connectivity::Connected));
     for endpoint in endpoints {
         core.handle(
             now,

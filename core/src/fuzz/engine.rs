@@ -22,7 +22,6 @@ use crate::{
 
 const CLUSTER: &str = "c";
 const OWN_ID: &str = "me";
-const OWN_INCARNATION: u64 = 2;
 /// The second engine, which hears what the node publishes.
 const PEER_ID: &str = "peer";
 /// Remote node ids, our own among them (messages that claim to be us must be ignored).
@@ -118,12 +117,18 @@ enum Op {
     PutFailed { bucket: Bucket, key: String },
     /// Acknowledge every KV write of the node so far.
     AckPuts,
+    /// Messages were lost (a slow consumer).
+    Lost { count: u64 },
+    /// The driver reports how applying a config version went.
+    ConfigApplied { version: u64, ok: bool },
+    /// The node leaves.
+    Leave,
 }
 
 impl Op {
     fn arbitrary(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<Op> {
         let names = &h.names;
-        Ok(match u.int_in_range(0u8..=19)? {
+        Ok(match u.int_in_range(0u8..=20)? {
             0..=2 => Op::Advance {
                 ns: duration_ns(u)?,
             },
@@ -139,7 +144,7 @@ impl Op {
                     cluster: cluster(u)?,
                     node,
                     region: region(u)?,
-                    incarnation: incarnation(u)?,
+                    incarnation: incarnation(u, h)?,
                     seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     report_seq: seq(u)?,
@@ -165,7 +170,7 @@ impl Op {
                 let msg = Message::Reports(ReportBatch {
                     cluster: cluster(u)?,
                     node,
-                    incarnation: incarnation(u)?,
+                    incarnation: incarnation(u, h)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     first_seq,
                     last_seq,
@@ -186,16 +191,21 @@ impl Op {
             }
             11 => {
                 let (node, key_node) = sender(u)?;
-                let msg = Message::Member(MemberRecord {
+                let rec = MemberRecord {
                     cluster: cluster(u)?,
                     node,
                     region: region(u)?,
-                    incarnation: incarnation(u)?,
+                    incarnation: incarnation(u, h)?,
                     hb_seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     report_seq: seq(u)?,
                     kv_seq: seq(u)?,
-                });
+                };
+                let msg = if u.ratio(1u8, 6u8)? {
+                    Message::Leave(rec)
+                } else {
+                    Message::Member(rec)
+                };
                 let key = if u.ratio(1u8, 16u8)? {
                     String::arbitrary(u)?
                 } else {
@@ -225,7 +235,7 @@ impl Op {
                     cluster: cluster(u)?,
                     node,
                     endpoint: &ep,
-                    incarnation: incarnation(u)?,
+                    incarnation: incarnation(u, h)?,
                     seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     state: ReportState::arbitrary(u)?,
@@ -275,6 +285,38 @@ impl Op {
                     yaml: config_yaml(u)?,
                 }
             }
+            20 => match u.int_in_range(0u8..=5)? {
+                0 => Op::Lost {
+                    count: u64::from(u.int_in_range(1u8..=200)?),
+                },
+                1 | 2 => Op::ConfigApplied {
+                    version: if u.ratio(3u8, 4u8)? {
+                        h.seen.last_apply_version
+                    } else {
+                        u64::from(u.int_in_range(0u8..=12)?)
+                    },
+                    ok: u.ratio(2u8, 3u8)?,
+                },
+                3 => Op::Leave,
+                _ => {
+                    // A leave announcement on a heartbeat subject.
+                    let (node, subject_node) = sender(u)?;
+                    let msg = Message::Leave(MemberRecord {
+                        cluster: cluster(u)?,
+                        node,
+                        region: region(u)?,
+                        incarnation: incarnation(u, h)?,
+                        hb_seq: seq(u)?,
+                        sent_unix_ms: h.sent_unix_ms(u)?,
+                        report_seq: seq(u)?,
+                        kv_seq: seq(u)?,
+                    });
+                    Op::Receive {
+                        subject: subject(u, names, SubjectKind::Heartbeat, subject_node)?,
+                        payload: codec::encode(&msg),
+                    }
+                }
+            },
             18 => match u.int_in_range(0u8..=2)? {
                 0 => Op::Connectivity(Connectivity::arbitrary(u)?),
                 1 => Op::ReadDone {
@@ -311,7 +353,7 @@ impl Op {
                 if u.arbitrary()? {
                     payload.extend_from_slice(&codec::MAGIC);
                     payload.push(codec::FORMAT_VERSION);
-                    payload.push(u.int_in_range(1u8..=4)?);
+                    payload.push(u.int_in_range(1u8..=5)?);
                 }
                 let len = u.int_in_range(0usize..=48)?;
                 payload.extend_from_slice(u.bytes(len.min(u.len()))?);
@@ -367,10 +409,11 @@ fn region(u: &mut Unstructured<'_>) -> arbitrary::Result<&'static str> {
     u.choose(&REGIONS).copied()
 }
 
-fn incarnation(u: &mut Unstructured<'_>) -> arbitrary::Result<u64> {
+/// An incarnation: small, any, or near our own (records of our own id can raise it).
+fn incarnation(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<u64> {
     Ok(match u.int_in_range(0u8..=31)? {
         0 => u64::arbitrary(u)?,
-        1 => OWN_INCARNATION,
+        1..=2 => h.node.incarnation() + u64::from(u.int_in_range(0u8..=2)?),
         _ => u64::from(u.int_in_range(1u8..=3)?),
     })
 }
@@ -449,9 +492,12 @@ struct Seen {
     decisions: u64,
     resyncs: u64,
     config_applied: u64,
+    config_failed: u64,
+    /// The version of the latest `ApplyConfig`.
+    last_apply_version: u64,
     config_rejected: u64,
     config_ignored: u64,
-    published: [u64; 4],
+    published: [u64; MessageKind::ALL.len()],
     /// Highest heartbeat sequence published.
     hb_seq: u64,
     /// `last_seq` of the latest batch that claims a sequence range.
@@ -501,7 +547,9 @@ impl Harness {
                 forget_after_ttls: 0,
                 ..Limits::default()
             },
-            ..NodeConfig::from_config(&config, OWN_ID, OWN_INCARNATION)
+            confirm_apply: u.arbitrary()?,
+            apply_timeout: Duration::from_millis(u.int_in_range(1u64..=10_000)?),
+            ..NodeConfig::from_config(&config, OWN_ID)
         };
         let t_ns = u64::from(u.arbitrary::<u32>()?);
         let now = Now::new(
@@ -576,16 +624,22 @@ impl Harness {
     /// unless it is an echo of our own message.
     fn feed_counted(&mut self, input: Input) {
         let before = self.counted();
+        let own = self.node.incarnation();
         let echo = match &input {
             Input::Received { payload, .. } => codec::decode(payload).is_ok_and(|m| {
                 m.node() == OWN_ID
                     && m.cluster() == CLUSTER
                     && match m {
-                        Message::Heartbeat(hb) => hb.incarnation == OWN_INCARNATION,
-                        Message::Reports(b) => b.incarnation == OWN_INCARNATION,
+                        Message::Heartbeat(hb) => hb.incarnation == own,
+                        Message::Reports(b) => b.incarnation == own,
+                        Message::Leave(r) => r.incarnation == own,
                         _ => false,
                     }
             }),
+            // Our own records are ours to judge (an earlier life, or the current one).
+            Input::KvEntry { value, .. } => {
+                codec::decode(value).is_ok_and(|m| m.node() == OWN_ID && m.cluster() == CLUSTER)
+            }
             _ => false,
         };
         self.feed(input.clone());
@@ -608,7 +662,7 @@ impl Harness {
         let target_ns = target_ns.min(MAX_T_NS).max(self.t_ns);
         if run_timers {
             for _ in 0..MAX_WAKES_PER_ADVANCE {
-                let wake = self.node.poll_timeout().expect("a node always has a timer");
+                let wake = self.node.poll_timeout();
                 if wake.as_nanos() > target_ns {
                     break;
                 }
@@ -625,7 +679,7 @@ impl Harness {
         self.node.handle_timeout(now);
         self.model.handle_timeout(now);
         self.peer.handle_timeout(now);
-        let wake = self.node.poll_timeout().expect("a node always has a timer");
+        let wake = self.node.poll_timeout();
         assert!(
             wake > now.mono,
             "after handle_timeout({:?}) the next timer is not in the future: {:?}",
@@ -711,6 +765,12 @@ impl Harness {
                     });
                 }
             }
+            Op::Lost { count } => self.feed(Input::MessagesLost { count }),
+            Op::ConfigApplied { version, ok } => self.feed(Input::ConfigApplied {
+                version,
+                result: if ok { Ok(()) } else { Err("harness".into()) },
+            }),
+            Op::Leave => self.feed(Input::Leave),
         }
         self.drain();
     }
@@ -747,8 +807,12 @@ impl Harness {
                     .parse_subject(&subject)
                     .unwrap_or_else(|e| panic!("published on a bad subject {subject:?}: {e}"));
                 assert_eq!(node, OWN_ID, "published on another node's subject");
-                let msg = own_message(&payload);
+                let msg = own_message(&payload, self.node.incarnation());
                 match (subject_kind, kind, &msg) {
+                    (SubjectKind::Heartbeat, MessageKind::Leave, Message::Leave(rec)) => {
+                        assert!(self.node.is_leaving(), "a leave without being asked");
+                        assert_eq!(rec.hb_seq, self.seen.hb_seq + 1);
+                    }
                     (SubjectKind::Heartbeat, MessageKind::Heartbeat, Message::Heartbeat(hb)) => {
                         assert!(hb.seq > self.seen.hb_seq, "heartbeat sequence went back");
                         self.seen.hb_seq = hb.seq;
@@ -790,7 +854,15 @@ impl Harness {
                 seq,
             } => {
                 self.seen.published[kind as usize] += 1;
-                match (bucket, kind, own_message(&value)) {
+                assert!(
+                    !self.node.is_leaving() || kind == MessageKind::Leave,
+                    "wrote {kind:?} after being asked to leave"
+                );
+                match (bucket, kind, own_message(&value, self.node.incarnation())) {
+                    (Bucket::Members, MessageKind::Leave, Message::Leave(rec)) => {
+                        assert_eq!(key, self.names.member_key(OWN_ID));
+                        assert_eq!(rec.hb_seq, self.seen.hb_seq + 1);
+                    }
                     (Bucket::Members, MessageKind::Member, Message::Member(rec)) => {
                         assert_eq!(key, self.names.member_key(OWN_ID));
                         assert_eq!(
@@ -824,13 +896,36 @@ impl Harness {
                 assert_eq!(key_filter, self.names.report_key_filter(&node));
             }
             Output::ReadMembers => {}
+            Output::ReadSnapshot => {
+                assert!(
+                    self.node.is_connected(),
+                    "a snapshot asked for while disconnected"
+                );
+                self.model.snapshot_requested();
+            }
+            Output::IncarnationRaised { from, to } => {
+                assert!(to > from, "incarnation went back");
+                assert_eq!(to, self.node.incarnation());
+                // A new life: heartbeat and batch sequences start over.
+                self.seen.hb_seq = 0;
+                self.seen.batch_last_seq = 0;
+            }
             Output::MemberUp { node, .. } | Output::MemberDown { node, .. } => {
                 assert_ne!(node, OWN_ID, "membership change of ourselves");
             }
             Output::ApplyConfig { version, config } => {
+                self.seen.last_apply_version = version;
+                // Committed at once (in the same call) when the driver does not confirm.
+                assert!(version >= self.node.config_version());
+                assert_eq!(config.cluster_id, CLUSTER);
+            }
+            Output::ConfigCommitted { version } => {
                 self.seen.config_applied += 1;
                 assert_eq!(version, self.node.config_version());
-                assert_eq!(config.cluster_id, CLUSTER);
+            }
+            Output::ConfigFailed { version, .. } => {
+                self.seen.config_failed += 1;
+                assert!(version > self.node.config_version());
             }
             Output::ConfigRejected { .. } => self.seen.config_rejected += 1,
             Output::ConfigIgnored { version, current } => {
@@ -918,6 +1013,7 @@ impl Harness {
         assert_eq!(s.decisions_changed, self.seen.decisions);
         assert_eq!(s.resyncs_requested, self.seen.resyncs);
         assert_eq!(s.config_applied, self.seen.config_applied);
+        assert_eq!(s.config_failed, self.seen.config_failed);
         assert_eq!(s.config_rejected, self.seen.config_rejected);
         assert_eq!(s.config_ignored, self.seen.config_ignored);
         for kind in MessageKind::ALL {
@@ -929,7 +1025,10 @@ impl Harness {
         }
         assert_eq!(s.dropped(DropReason::OutputQueueFull), 0);
         // While connected, a peer that hears the node live sees exactly its observations.
-        if self.node.is_connected() && self.peer.active_member_ids().iter().any(|m| m == OWN_ID) {
+        if self.node.is_connected()
+            && !self.node.is_leaving()
+            && self.peer.active_member_ids().iter().any(|m| m == OWN_ID)
+        {
             for (ep, d) in self.peer.decisions() {
                 let want = self.local.get(ep).copied();
                 assert_eq!(d.healthy, want, "the peer's view of {ep:?} {}", ctx());
@@ -943,13 +1042,14 @@ impl Harness {
             }
         }
         // While connected, with every output carried out, peers have been told every local
-        // observation: by the report batches, and by the KV unless a write of it failed.
-        if self.node.is_connected() {
+        // observation: by the report batches, and by the KV (once the snapshot was read)
+        // unless a write of it failed.
+        if self.node.is_connected() && !self.node.is_leaving() {
             for (ep, &healthy) in &self.local {
                 let want = ReportState::from_observation(Some(healthy));
                 let sent = self.seen.batch_reports.get(ep).map(|r| r.1);
                 assert_eq!(sent, Some(want), "published report for {ep:?} {}", ctx());
-                if !self.failed_puts.contains(ep) {
+                if self.node.snapshot_loaded() && !self.failed_puts.contains(ep) {
                     let put = self.seen.kv_reports.get(ep).map(|r| r.1);
                     assert_eq!(put, Some(want), "KV report for {ep:?} {}", ctx());
                 }
@@ -966,8 +1066,8 @@ const UNKNOWN: Decision = Decision {
     local: None,
 };
 
-/// Decodes a message the node wrote, which must be valid and its own.
-fn own_message(bytes: &[u8]) -> Message<'_> {
+/// Decodes a message the node wrote, which must be valid, its own, and of its incarnation.
+fn own_message(bytes: &[u8], own_incarnation: u64) -> Message<'_> {
     let msg = codec::decode(bytes)
         .unwrap_or_else(|e| panic!("the node wrote an undecodable message: {e}"));
     assert_eq!((msg.cluster(), msg.node()), (CLUSTER, OWN_ID));
@@ -976,8 +1076,9 @@ fn own_message(bytes: &[u8]) -> Message<'_> {
         Message::Reports(m) => m.incarnation,
         Message::Member(m) => m.incarnation,
         Message::Report(m) => m.incarnation,
+        Message::Leave(m) => m.incarnation,
     };
-    assert_eq!(incarnation, OWN_INCARNATION);
+    assert_eq!(incarnation, own_incarnation);
     msg
 }
 

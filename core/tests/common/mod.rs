@@ -40,7 +40,7 @@ pub fn node_config(id: &str, policy: Policy, q: u8) -> NodeConfig {
             forget_after_ttls: 0,
             ..Limits::default()
         },
-        ..NodeConfig::from_config(&c, id, 1)
+        ..NodeConfig::from_config(&c, id)
     }
 }
 
@@ -156,6 +156,36 @@ impl Peer {
             bucket: gslb_state_core::Bucket::Members,
             key: self.names.member_key(&self.id),
             value,
+        }
+    }
+
+    fn leave_message(&self, hb_seq: u64, sent_ms: u64) -> Bytes {
+        codec::encode(&Message::Leave(MemberRecord {
+            cluster: CLUSTER,
+            node: &self.id,
+            region: "",
+            incarnation: self.incarnation,
+            hb_seq,
+            sent_unix_ms: sent_ms,
+            report_seq: 0,
+            kv_seq: 0,
+        }))
+    }
+
+    /// A live leave announcement.
+    pub fn leave(&self, sent_ms: u64) -> Input {
+        Input::Received {
+            subject: self.names.subject(SubjectKind::Heartbeat, &self.id),
+            payload: self.leave_message(u64::MAX >> 3, sent_ms),
+        }
+    }
+
+    /// A membership record that says the node left.
+    pub fn leave_record(&self, hb_seq: u64, sent_ms: u64) -> Input {
+        Input::KvEntry {
+            bucket: gslb_state_core::Bucket::Members,
+            key: self.names.member_key(&self.id),
+            value: self.leave_message(hb_seq, sent_ms),
         }
     }
 

@@ -31,7 +31,8 @@ usage:
   gslb-sim check [--seeds N] [--first-seed S] [--nodes N] [--endpoints N]
                  [--trace-dir DIR] [--keep-going]
       random fault schedules over many seeds, checking the invariants; on a
-      failure, --trace-dir writes the timelines of the failing seed;
+      failure, --trace-dir writes the timelines of the failing seed (runs A,
+      B and S);
       --keep-going checks every seed and counts the failures per invariant
   gslb-sim bench [--nodes N] [--endpoints N] [--duration D]
       time a large simulation (default 100 nodes, 1000 endpoints, 1h)
@@ -302,11 +303,13 @@ fn cmd_check(args: &[String]) -> ExitCode {
                 invariants::replay_command(v.seed, config.nodes, config.endpoints)
             );
             if let Some(dir) = flags.text("--trace-dir") {
-                let (a, b) = invariants::timelines_of(v.seed, config.nodes, config.endpoints);
+                let timelines = invariants::timelines_of(v.seed, config.nodes, config.endpoints);
                 let dir = std::path::Path::new(dir);
-                let written = std::fs::create_dir_all(dir)
-                    .and_then(|()| std::fs::write(dir.join("exact-clocks.txt"), a))
-                    .and_then(|()| std::fs::write(dir.join("offset-clocks.txt"), b));
+                let written = std::fs::create_dir_all(dir).and_then(|()| {
+                    timelines
+                        .into_iter()
+                        .try_for_each(|(name, text)| std::fs::write(dir.join(name), text))
+                });
                 match written {
                     Ok(()) => eprintln!("timelines written to {}", dir.display()),
                     Err(e) => eprintln!("cannot write timelines to {}: {e}", dir.display()),

@@ -597,6 +597,35 @@ impl Daemon {
         self.signal(libc::SIGTERM);
     }
 
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(SOON);
+    }
+
+    /// The ids of the members `GET /v1/members` lists as active, sorted (`None` on failure).
+    pub fn active_ids(&self) -> Option<Vec<String>> {
+        let v = self.try_json("/v1/members")?;
+        let mut ids: Vec<String> = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["active"] == true)
+            .filter_map(|m| m["node"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        Some(ids)
+    }
+
+    /// The member `node` as `GET /v1/members` lists it.
+    pub fn member(&self, node: &str) -> Option<serde_json::Value> {
+        let v = self.try_json("/v1/members")?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node"] == node)
+            .cloned()
+    }
+
     /// Sends SIGHUP (reconnect with the certificate files as they are now).
     pub fn sighup(&self) {
         self.signal(libc::SIGHUP);
@@ -808,4 +837,32 @@ pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("data")
         .join(name)
+}
+
+/// The environment that runs a program with its wall clock `offset` away from the real one
+/// (libfaketime, e.g. `"-1h"`), its monotonic clock untouched. Panics with the fix when
+/// libfaketime is not installed (`scripts/test` installs Debian's `faketime`).
+pub fn faketime_env(offset: &str) -> Vec<(&'static str, String)> {
+    // `scripts/ensure-faketime` finds (or installs) it and `scripts/test` exports it.
+    const CANDIDATES: [&str; 2] = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ];
+    let lib = std::env::var("FAKETIME_LIB")
+        .ok()
+        .or_else(|| {
+            CANDIDATES
+                .iter()
+                .find(|p| Path::new(p).is_file())
+                .map(|p| (*p).to_owned())
+        })
+        .unwrap_or_else(|| {
+            panic!("libfaketime not found: run scripts/ensure-faketime (it installs Debian's faketime) or set FAKETIME_LIB")
+        });
+    vec![
+        ("LD_PRELOAD", lib),
+        ("FAKETIME", offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ("FAKETIME_NO_CACHE", "1".to_owned()),
+    ]
 }

@@ -1,0 +1,113 @@
+//! Clock invariance: constant wall-clock offsets change no decision outside the windows in
+//! which sender timestamps are used.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gslb_state_core::Source;
+
+use crate::scenario::{Scenario, fmt_time};
+use crate::trace::Record;
+use crate::world::Outcome;
+
+/// Per node and endpoint: (time, verdict and source or "not running"), with a reset at every
+/// start and crash.
+type Timeline = Vec<(u64, Option<(Option<bool>, Source)>)>;
+
+fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
+    let mut endpoints: BTreeSet<String> = BTreeSet::new();
+    for r in &o.trace.records {
+        if let Record::Decision { endpoint, .. } = r {
+            endpoints.insert(endpoint.clone());
+        }
+    }
+    let mut out: BTreeMap<(u32, String), Timeline> = BTreeMap::new();
+    // Lives first, so that a start sorts before the decisions of its instant.
+    for l in &o.lives {
+        for e in &endpoints {
+            let tl = out.entry((l.node, e.clone())).or_default();
+            tl.push((l.started_ns, Some((None, Source::Unknown))));
+            if let Some(c) = l.stopped_ns {
+                tl.push((c, None));
+            }
+        }
+    }
+    for r in &o.trace.records {
+        if let Record::Decision {
+            t_ns,
+            node,
+            endpoint,
+            decision,
+        } = r
+        {
+            out.entry((*node, endpoint.clone()))
+                .or_default()
+                .push((*t_ns, Some((decision.healthy, decision.source))));
+        }
+    }
+    for tl in out.values_mut() {
+        tl.sort_by_key(|(t, _)| *t);
+    }
+    out
+}
+
+fn value_at(tl: &Timeline, t: u64) -> Option<(Option<bool>, Source)> {
+    let i = tl.partition_point(|(x, _)| *x <= t);
+    if i == 0 { None } else { tl[i - 1].1 }
+}
+
+fn fmt_value(v: Option<(Option<bool>, Source)>) -> String {
+    match v {
+        None => "not running".into(),
+        Some((h, s)) => format!(
+            "{} ({s})",
+            match h {
+                Some(true) => "healthy",
+                Some(false) => "unhealthy",
+                None => "unknown",
+            }
+        ),
+    }
+}
+
+/// See the module docs.
+pub fn clock_invariance(s: &Scenario, a: &Outcome, b: &Outcome) -> Result<(), String> {
+    // The snapshot's records stand for heartbeats that may still be in flight for one delay.
+    let window = s.state.heartbeat_ttl.as_nanos() as u64 + s.max_delay_ns();
+    let mut windows: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for l in a.lives.iter().chain(&b.lives) {
+        if let Some(t) = l.snapshot_ns {
+            windows.entry(l.node).or_default().push((t, t + window));
+        }
+    }
+    let ta = timelines(a);
+    let tb = timelines(b);
+    let keys: BTreeSet<&(u32, String)> = ta.keys().chain(tb.keys()).collect();
+    let empty = Timeline::new();
+    for key in keys {
+        let (x, y) = (ta.get(key).unwrap_or(&empty), tb.get(key).unwrap_or(&empty));
+        let w = windows.get(&key.0).map(Vec::as_slice).unwrap_or(&[]);
+        let excluded = |t: u64| w.iter().any(|&(s, e)| s <= t && t <= e);
+        let points = x
+            .iter()
+            .chain(y)
+            .map(|(t, _)| *t)
+            .chain(w.iter().map(|&(_, e)| e + 1));
+        for t in points {
+            if excluded(t) || t > s.duration_ns {
+                continue;
+            }
+            let (va, vb) = (value_at(x, t), value_at(y, t));
+            if va != vb {
+                return Err(format!(
+                    "at {}: {} decides {} {} with exact clocks but {} with offsets",
+                    fmt_time(t),
+                    s.nodes[key.0 as usize].id,
+                    key.1,
+                    fmt_value(va),
+                    fmt_value(vb)
+                ));
+            }
+        }
+    }
+    Ok(())
+}

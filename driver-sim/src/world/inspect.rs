@@ -1,0 +1,158 @@
+//! Looking at the state without changing it: expectations, probes and memory samples.
+
+use gslb_state_core::{Bucket, Decision, DropReason};
+
+use crate::scenario::fmt_time;
+
+use super::{ExpectOutcome, NodeProbe, Probe, World, queue_bound};
+
+impl World<'_> {
+    pub(super) fn check_expect(&mut self, i: usize) {
+        let x = &self.scenario.expects[i];
+        let node = &self.nodes[x.node];
+        let Some(core) = node.core.as_ref() else {
+            self.out.expects.push(ExpectOutcome {
+                index: i,
+                ok: false,
+                seen: format!("{} is not running", node.id),
+                why: "the node is crashed at this time".into(),
+            });
+            return;
+        };
+        let mut seen = Vec::new();
+        let mut why = Vec::new();
+        if let Some(endpoint) = &x.checks.endpoint {
+            let d = core.decision(endpoint).unwrap_or(Decision {
+                healthy: None,
+                source: gslb_state_core::Source::Unknown,
+                healthy_reports: 0,
+                total_reports: 0,
+                local: None,
+            });
+            seen.push(format!("{endpoint}: {}", crate::trace::explain(&d)));
+            if let Some(h) = x.checks.healthy
+                && h != d.healthy
+            {
+                why.push(format!(
+                    "expected healthy: {}, saw {}",
+                    fmt_verdict(h),
+                    fmt_verdict(d.healthy)
+                ));
+            }
+            if let Some(s) = x.checks.source
+                && s != d.source
+            {
+                why.push(format!("expected source: {s}, saw {}", d.source));
+            }
+            if let Some(h) = x.checks.healthy_reports
+                && h != d.healthy_reports
+            {
+                why.push(format!(
+                    "expected healthyReports: {h}, saw {}",
+                    d.healthy_reports
+                ));
+            }
+            if let Some(t) = x.checks.total_reports
+                && t != d.total_reports
+            {
+                why.push(format!(
+                    "expected totalReports: {t}, saw {}",
+                    d.total_reports
+                ));
+            }
+        }
+        if let Some(expected) = &x.checks.active_members {
+            let active = core.active_member_ids();
+            seen.push(format!("active members: [{}]", active.join(", ")));
+            if *expected != active {
+                why.push(format!(
+                    "expected activeMembers: [{}], saw [{}]",
+                    expected.join(", "),
+                    active.join(", ")
+                ));
+            }
+        }
+        self.out.expects.push(ExpectOutcome {
+            index: i,
+            ok: why.is_empty(),
+            seen: seen.join("; "),
+            why: why.join("; "),
+        });
+    }
+
+    pub(super) fn probe(&mut self, i: usize) {
+        let nodes = (0..self.nodes.len())
+            .map(|n| {
+                let node = &self.nodes[n];
+                node.core.as_ref().map(|core| NodeProbe {
+                    connected: self.net.connected(n),
+                    active: core.active_member_ids(),
+                    decisions: core.decisions().map(|(e, d)| (e.to_owned(), d)).collect(),
+                    observations: node.observations.clone(),
+                })
+            })
+            .collect();
+        self.out.probes.push(Probe {
+            t_ns: self.opts.probes_ns[i],
+            nodes,
+        });
+    }
+
+    /// Checks the memory bounds: see [`crate::invariants`].
+    pub(super) fn sample(&mut self) {
+        let n = self.nodes.len();
+        let queue_bound = queue_bound(n);
+        let queued = self.queue.len() + self.globals.len();
+        if queued > queue_bound {
+            let msg = format!(
+                "at {}: {queued} events queued, bound {queue_bound}",
+                fmt_time(self.now)
+            );
+            self.out.bound_violations.push(msg);
+        }
+        let kv_bound = n * (self.max_endpoints + 1);
+        let kv_len = self.kv.len(Bucket::Members) + self.kv.len(Bucket::Health);
+        if kv_len > kv_bound {
+            let msg = format!(
+                "at {}: {kv_len} KV entries, bound {kv_bound}",
+                fmt_time(self.now)
+            );
+            self.out.bound_violations.push(msg);
+        }
+        for node in &self.nodes {
+            let Some(core) = node.core.as_ref() else {
+                continue;
+            };
+            let mut problems = Vec::new();
+            if core.endpoint_count() > self.max_endpoints {
+                problems.push(format!(
+                    "{} endpoints known, bound {}",
+                    core.endpoint_count(),
+                    self.max_endpoints
+                ));
+            }
+            if core.members().len() > n {
+                problems.push(format!(
+                    "{} members remembered, bound {n}",
+                    core.members().len()
+                ));
+            }
+            let full = core.stats().dropped(DropReason::OutputQueueFull);
+            if full > 0 {
+                problems.push(format!("{full} outputs dropped on a full queue"));
+            }
+            for p in problems {
+                let msg = format!("at {}: {}: {p}", fmt_time(self.now), node.id);
+                self.out.bound_violations.push(msg);
+            }
+        }
+    }
+}
+
+fn fmt_verdict(h: Option<bool>) -> &'static str {
+    match h {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "null",
+    }
+}

@@ -1,0 +1,188 @@
+//! Node lives: a node's clocks, its start and restart (a new core, which chooses its own
+//! incarnation), its crash and its graceful leave, and what its driver tells it about the
+//! connection.
+
+use std::collections::BTreeMap;
+
+use gslb_state_core::config::DEFAULT_APPLY_TIMEOUT;
+use gslb_state_core::{Connectivity, Input, Instant, Limits, Node, NodeConfig, Now, WallTime};
+
+use crate::clock::{Clock, MonoClock};
+use crate::scenario::NodeSpec;
+use crate::trace::Record;
+
+use super::{CLUSTER_ID, Life, World};
+
+/// One simulated node: its core (while running) and what survives a crash.
+#[derive(Debug)]
+pub(super) struct SimNode {
+    pub(super) id: String,
+    pub(super) region: String,
+    pub(super) core: Option<Node>,
+    /// Bumped on every start and stop; stale deliveries, timers and reads carry an old one.
+    pub(super) life: u32,
+    /// The wall clock.
+    pub(super) clock: Clock,
+    /// The monotonic clock.
+    pub(super) mono: MonoClock,
+    /// When the current (or last) life started.
+    pub(super) started_ns: u64,
+    /// The instant of the earliest pending timer event.
+    pub(super) timer_at: Option<u64>,
+    /// Messages published in this life.
+    pub(super) published: u64,
+    /// What this node's probes see (survives crashes: the probes see it again on restart).
+    pub(super) observations: BTreeMap<String, bool>,
+    /// What we last told the core.
+    pub(super) connected: bool,
+    /// Newest heartbeat (incarnation, seq, arrival) accepted from each node, this life.
+    pub(super) heard: Vec<Option<(u64, u64, u64)>>,
+    /// This life's index in [`super::Outcome::lives`].
+    pub(super) life_index: usize,
+}
+
+impl SimNode {
+    /// A node of `spec` in a world of `nodes` nodes, not started yet.
+    pub(super) fn new(spec: &NodeSpec, nodes: usize) -> Self {
+        SimNode {
+            id: spec.id.clone(),
+            region: spec.region.clone(),
+            core: None,
+            life: 0,
+            clock: Clock::new(spec.clock_offset_ms, spec.drift_ppb),
+            mono: MonoClock::from_offset(spec.monotonic_offset_ns),
+            started_ns: 0,
+            timer_at: None,
+            published: 0,
+            observations: BTreeMap::new(),
+            connected: false,
+            heard: vec![None; nodes],
+            life_index: 0,
+        }
+    }
+
+    /// Both of this node's clocks at simulated time `t_ns`.
+    pub(super) fn now_at(&self, t_ns: u64) -> Now {
+        Now::new(
+            Instant::from_nanos(self.mono.instant_ns(t_ns, self.started_ns)),
+            WallTime::from_unix_ms(self.clock.wall_ms(t_ns)),
+        )
+    }
+
+    /// The simulated time at which this node's monotonic clock reads `wake`.
+    pub(super) fn sim_time_of(&self, wake: Instant) -> u64 {
+        self.mono.sim_time_ns(wake.as_nanos(), self.started_ns)
+    }
+}
+
+impl World<'_> {
+    /// Node `n`'s clocks now.
+    pub(super) fn now_of(&self, n: usize) -> Now {
+        self.nodes[n].now_at(self.now)
+    }
+
+    /// Starts node `n` (at time 0 or on a restart): a new core, which chooses its own
+    /// incarnation from its wall clock; its probes report what they see. It asks for the
+    /// snapshot itself once it is told it is connected.
+    pub(super) fn start(&mut self, n: usize) {
+        let config = NodeConfig {
+            cluster_id: CLUSTER_ID.to_owned(),
+            node_id: self.nodes[n].id.clone(),
+            region: self.nodes[n].region.clone(),
+            min_incarnation: 0,
+            state: self.scenario.state.clone(),
+            apply_timeout: DEFAULT_APPLY_TIMEOUT,
+            confirm_apply: false,
+            limits: Limits::default(),
+        };
+        self.nodes[n].started_ns = self.now;
+        let now = self.now_of(n);
+        let core = match Node::new(config, now) {
+            Ok(core) => core,
+            Err(e) => {
+                // The scenario was validated; a refusal here is a bug worth seeing.
+                let t_ns = self.now;
+                self.record(Record::Note {
+                    t_ns,
+                    node: n as u32,
+                    text: format!("node refused to start: {e}"),
+                });
+                return;
+            }
+        };
+        self.out.lives.push(Life {
+            node: n as u32,
+            started_ns: self.now,
+            stopped_ns: None,
+            left: false,
+            snapshot_ns: None,
+            incarnation: core.incarnation(),
+        });
+        let node = &mut self.nodes[n];
+        node.life += 1;
+        node.life_index = self.out.lives.len() - 1;
+        node.core = Some(core);
+        node.timer_at = None;
+        node.published = 0;
+        node.connected = false;
+        node.heard.iter_mut().for_each(|h| *h = None);
+        if !self.opts.quiet {
+            let t_ns = self.now;
+            let id = self.nodes[n].id.clone();
+            self.record(Record::Members {
+                t_ns,
+                node: n as u32,
+                active: vec![id],
+            });
+        }
+        let observations: Vec<Input> = self.nodes[n]
+            .observations
+            .iter()
+            .map(|(endpoint, &healthy)| Input::LocalHealth {
+                endpoint: endpoint.clone(),
+                healthy: Some(healthy),
+            })
+            .collect();
+        self.feed(n, observations);
+        self.drain(n);
+    }
+
+    /// Node `n` leaves gracefully: its core is told, what it hands out (the announcement on its
+    /// heartbeat subject, its leave record, deletes of its report keys; nothing while it does
+    /// not reach the broker) is carried out, and then it stops.
+    pub(super) fn leave(&mut self, n: usize) {
+        self.feed(n, vec![Input::Leave]);
+        self.stop(n, true);
+    }
+
+    /// Node `n` stops (`left`: after leaving; otherwise it crashed): its memory is lost; what
+    /// it already sent is still delivered.
+    pub(super) fn stop(&mut self, n: usize, left: bool) {
+        let node = &mut self.nodes[n];
+        node.core = None;
+        node.life += 1;
+        node.timer_at = None;
+        let life = &mut self.out.lives[node.life_index];
+        life.stopped_ns = Some(self.now);
+        life.left = left;
+    }
+
+    /// Tells every running node whether it reaches the broker.
+    pub(super) fn sync_connectivity(&mut self) {
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].core.is_none() {
+                continue;
+            }
+            let connected = self.net.connected(n);
+            if connected != self.nodes[n].connected {
+                self.nodes[n].connected = connected;
+                let c = if connected {
+                    Connectivity::Connected
+                } else {
+                    Connectivity::Disconnected
+                };
+                self.feed(n, vec![Input::Connectivity(c)]);
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What a run is asked to record ([`RunOptions`]) and what it leaves ([`Outcome`]).
+
+use std::collections::BTreeMap;
+
+use gslb_state_core::{Decision, DownReason};
+
+use crate::trace::Trace;
+
+/// What a run records besides the trace.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Track heartbeats (when each was published, and when each arrived where) to check the
+    /// expiry bounds (costs a decode per heartbeat).
+    pub track_expiry: bool,
+    /// Sample memory bounds at this period (0 = never).
+    pub sample_every_ns: u64,
+    /// Take a [`Probe`] of every node at these instants (after every event at that instant).
+    pub probes_ns: Vec<u64>,
+    /// Do not record decisions and membership changes (for benchmarks).
+    pub quiet: bool,
+}
+
+/// One node as seen at a probe instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeProbe {
+    /// Whether it reaches the broker.
+    pub connected: bool,
+    /// Its active members, sorted.
+    pub active: Vec<String>,
+    /// Its decision on every endpoint it knows.
+    pub decisions: BTreeMap<String, Decision>,
+    /// Its local observations (the probe truth the simulation fed it).
+    pub observations: BTreeMap<String, bool>,
+}
+
+/// Every node at one instant (`None` for a node that is not running).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// When.
+    pub t_ns: u64,
+    /// By node index.
+    pub nodes: Vec<Option<NodeProbe>>,
+}
+
+/// The verdict on one expectation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectOutcome {
+    /// Index into [`crate::Scenario::expects`].
+    pub index: usize,
+    /// Whether it held.
+    pub ok: bool,
+    /// What was seen, in words.
+    pub seen: String,
+    /// What was wrong, in words (empty when it held).
+    pub why: String,
+}
+
+/// A `MemberDown` and what the simulation knew when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownEvent {
+    /// When.
+    pub t_ns: u64,
+    /// The node whose view changed.
+    pub observer: u32,
+    /// The member that left.
+    pub member: String,
+    /// Why.
+    pub reason: DownReason,
+    /// When the newest heartbeat the observer had from it arrived (this life of the
+    /// observer), if one did.
+    pub last_heartbeat_ns: Option<u64>,
+}
+
+/// One life of a node: from a (re)start to a crash or a leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Life {
+    /// Node index.
+    pub node: u32,
+    /// When it started.
+    pub started_ns: u64,
+    /// When it stopped (crashed or left), if it did.
+    pub stopped_ns: Option<u64>,
+    /// Whether it stopped by leaving gracefully.
+    pub left: bool,
+    /// When its snapshot read was handed in complete, if it was.
+    pub snapshot_ns: Option<u64>,
+    /// Its incarnation, as its core chose it (raised when the core raised it).
+    pub incarnation: u64,
+}
+
+/// What a finished run leaves.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The trace.
+    pub trace: Trace,
+    /// One per expectation of the scenario, in the scenario's order.
+    pub expects: Vec<ExpectOutcome>,
+    /// Probes requested by [`RunOptions::probes_ns`].
+    pub probes: Vec<Probe>,
+    /// Every `MemberDown` (when [`RunOptions::track_expiry`] is set).
+    pub downs: Vec<DownEvent>,
+    /// Per node index, when each of its heartbeats was published (when
+    /// [`RunOptions::track_expiry`] is set), in time order; only heartbeats that went out
+    /// (the node reached the broker) are here.
+    pub heartbeats_sent: Vec<Vec<u64>>,
+    /// Every node life, in the order they began.
+    pub lives: Vec<Life>,
+    /// Memory bounds that were exceeded.
+    pub bound_violations: Vec<String>,
+    /// Most events queued at once.
+    pub peak_queue: usize,
+    /// Deliveries handed to cores.
+    pub deliveries: u64,
+    /// Lost deliveries the receivers were told of ([`gslb_state_core::Input::MessagesLost`]).
+    pub losses_told: u64,
+    /// Events processed.
+    pub events: u64,
+}
+
+impl Outcome {
+    /// An empty outcome for a run of `nodes`.
+    pub(crate) fn new(nodes: Vec<String>) -> Self {
+        let n = nodes.len();
+        Outcome {
+            trace: Trace {
+                nodes,
+                records: Vec::new(),
+            },
+            expects: Vec::new(),
+            probes: Vec::new(),
+            downs: Vec::new(),
+            heartbeats_sent: vec![Vec::new(); n],
+            lives: Vec::new(),
+            bound_violations: Vec::new(),
+            peak_queue: 0,
+            deliveries: 0,
+            losses_told: 0,
+            events: 0,
+        }
+    }
+}
+
+/// The bound on queued events for `nodes` nodes: every node's timer, a few KV reads each, and
+/// the publishes of a few heartbeat intervals in flight, each one event.
+pub fn queue_bound(nodes: usize) -> usize {
+    64 + nodes * 64
+}
