@@ -79,7 +79,9 @@ pub mod node;
 pub mod output;
 mod own;
 pub mod policy;
+#[cfg(feature = "reference")]
 pub mod reference;
+mod report_sync;
 pub mod stats;
 pub mod time;
 mod view;

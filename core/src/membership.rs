@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::codec::ReportState;
+use crate::report_sync::ReportSync;
 use crate::time::Instant;
 use crate::view::{EndpointId, View};
 
@@ -93,21 +94,10 @@ pub(crate) struct Member {
     pub(crate) last_heard: Option<HeardNs>,
     /// `Some(last_heard + TTL)` while active.
     pub(crate) active_until: Option<Instant>,
-    /// Latest report sequence the member announced (heartbeat or membership record).
-    pub(crate) announced_seq: u64,
-    /// Every report change up to this sequence is known.
-    pub(crate) synced_seq: u64,
-    /// Every report change up to this sequence is in the KV, as the member last said.
-    pub(crate) kv_seq: u64,
-    /// `kv_seq` as the membership records of the start-up snapshot said (read before the
-    /// health bucket, so a complete snapshot holds every report up to it).
-    pub(crate) snapshot_kv_seq: u64,
+    /// How far its reports are known here, and the re-sync in flight.
+    pub(crate) sync: ReportSync,
     /// The newest record of this member in the snapshot being read.
     pub(crate) snapshot_record: Option<Box<SnapshotRecord>>,
-    /// `kv_seq` when the re-sync in flight was asked for (a complete read holds up to it).
-    pub(crate) resync_kv_seq: u64,
-    /// When a re-sync of this member was last requested and not yet done.
-    pub(crate) resync_since: Option<Instant>,
     /// When the member last became inactive (for forgetting it eventually).
     pub(crate) inactive_since: Instant,
     /// Our wall clock minus the sender's at its last heartbeat, ms (includes the transit delay).
@@ -218,13 +208,8 @@ impl Members {
             hb_from_record: false,
             last_heard: None,
             active_until: None,
-            announced_seq: 0,
-            synced_seq: 0,
-            kv_seq: 0,
-            snapshot_kv_seq: 0,
+            sync: ReportSync::default(),
             snapshot_record: None,
-            resync_kv_seq: 0,
-            resync_since: None,
             inactive_since: now,
             clock_offset_ms: 0,
             reports: FxHashMap::default(),
@@ -443,12 +428,7 @@ impl Members {
         m.hb_seq = 0;
         m.hb_from_record = false;
         m.last_heard = None;
-        m.announced_seq = 0;
-        m.synced_seq = 0;
-        m.kv_seq = 0;
-        m.snapshot_kv_seq = 0;
-        m.resync_kv_seq = 0;
-        m.resync_since = None;
+        m.sync = ReportSync::default();
         m.reports = FxHashMap::default();
         was_active
     }
@@ -460,7 +440,7 @@ impl Members {
         let m = self.get_mut(idx);
         m.left = true;
         m.reports = FxHashMap::default();
-        m.resync_since = None;
+        m.sync.cancel_resync();
         was_active
     }
 

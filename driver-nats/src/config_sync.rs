@@ -13,21 +13,19 @@ use std::time::Duration;
 use async_nats::Client;
 use async_nats::jetstream::consumer::push;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures::StreamExt;
 use gslb_state_core::config::ConfigSyncSettings;
 use tokio::sync::mpsc;
 
-use crate::driver::Internal;
+use crate::config_store::{latest, open_bucket, open_event_stream};
+use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::retry::retry_with_backoff;
 
 /// How often the watchdog reads the key.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(3);
-/// History kept per cluster key (`gslb-state config history`).
-pub const CONFIG_HISTORY: i64 = 64;
-/// Events kept in the config event stream.
-const EVENT_STREAM_MAX_MSGS: i64 = 10_000;
 
 /// A version of the desired configuration.
 #[derive(Debug)]
@@ -38,95 +36,19 @@ pub(crate) struct ConfigUpdate {
     pub(crate) snapshot: bool,
 }
 
-/// Opens (creating when absent) the config bucket.
-pub async fn open_bucket(
-    js: &jetstream::Context,
-    settings: &ConfigSyncSettings,
-) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(&settings.kv_bucket).await {
-        return Ok(store);
-    }
-    let mut last = String::new();
-    for replicas in [3, 1] {
-        match js
-            .create_key_value(kv::Config {
-                bucket: settings.kv_bucket.clone(),
-                description: "gslb-state desired configuration".into(),
-                history: CONFIG_HISTORY,
-                max_value_size: gslb_state_core::config::MAX_CONFIG_BYTES as i32,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(store) => return Ok(store),
-            Err(e) => last = e.to_string(),
-        }
-        if let Ok(store) = js.get_key_value(&settings.kv_bucket).await {
-            return Ok(store);
-        }
-    }
-    Err(last)
-}
-
-/// Opens (creating when absent) the config event stream, under the mapped name.
-pub async fn open_event_stream(
-    js: &jetstream::Context,
-    settings: &ConfigSyncSettings,
-) -> Result<stream::Stream, String> {
-    let name = settings.stream_name();
-    if settings.stream_name_was_mapped() {
-        tracing::warn!(
-            configured = %settings.stream,
-            used = %name,
-            "config.stream: NATS forbids '.', '*', '>', '/', '\\' and whitespace in stream names; using the mapped name"
-        );
-    }
-    if let Ok(s) = js.get_stream(&name).await {
-        return Ok(s);
-    }
-    let mut last = String::new();
-    for replicas in [3, 1] {
-        match js
-            .create_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{}.>", settings.subject_prefix)],
-                max_messages: EVENT_STREAM_MAX_MSGS,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e.to_string(),
-        }
-        if let Ok(s) = js.get_stream(&name).await {
-            return Ok(s);
-        }
-    }
-    Err(last)
-}
-
 /// Runs config sync for key `key` until the driver goes away.
 pub(crate) async fn run(
     client: Client,
     js: jetstream::Context,
     settings: ConfigSyncSettings,
     key: String,
-    out: mpsc::Sender<Internal>,
+    out: mpsc::Sender<ConfigUpdate>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
-    let mut delay = Duration::from_millis(250);
-    let store = loop {
-        match open_bucket(&js, &settings).await {
-            Ok(store) => break store,
-            Err(e) => {
-                tracing::error!(bucket = %settings.kv_bucket, error = %e, retry_in = ?delay, "KV bucket creation error (config sync)");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    };
+    let store = retry_with_backoff("KV bucket creation error (config sync)", || {
+        open_bucket(&js, &settings)
+    })
+    .await;
     // In the background: where nodes may not create streams and the stream is missing, each
     // refused request costs a request timeout, which must not delay the snapshot.
     let (event_js, event_settings) = (js.clone(), settings.clone());
@@ -142,7 +64,7 @@ pub(crate) async fn run(
     let mut last_seen = 0u64;
     // The last version seen that was older than `last_seen`, reported once.
     let mut last_older: Option<u64> = None;
-    let counted_latest = |result: Result<Option<(u64, Bytes)>, String>| {
+    let counted_latest = |result: Result<Option<(u64, Bytes)>, StoreError>| {
         // One unit per key read, as for every bucket: a read that found the key (or found it
         // deleted) is `ok`, a failed one `error`.
         Metrics::count_kv(&metrics.kv_get, &settings.kv_bucket, result.is_ok());
@@ -152,11 +74,11 @@ pub(crate) async fn run(
         Ok(Some((version, yaml))) => {
             last_seen = version;
             if out
-                .send(Internal::Config(ConfigUpdate {
+                .send(ConfigUpdate {
                     version,
                     yaml,
                     snapshot: true,
-                }))
+                })
                 .await
                 .is_err()
             {
@@ -221,11 +143,11 @@ pub(crate) async fn run(
             continue;
         }
         if out
-            .send(Internal::Config(ConfigUpdate {
+            .send(ConfigUpdate {
                 version,
                 yaml,
                 snapshot: false,
-            }))
+            })
             .await
             .is_err()
         {
@@ -296,16 +218,5 @@ async fn next_nudge(nudges: &mut Option<async_nats::Subscriber>) -> Option<async
     match nudges {
         Some(s) => s.next().await,
         None => futures::future::pending().await,
-    }
-}
-
-/// The newest version of `key`, if any (deleted keys have none).
-pub async fn latest(store: &kv::Store, key: &str) -> Result<Option<(u64, Bytes)>, String> {
-    match store.entry(key).await {
-        Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-            Ok(Some((entry.revision, entry.value)))
-        }
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
     }
 }

@@ -4,21 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::{ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, jetstream};
+use gslb_state_core::config::Config;
 use gslb_state_core::config::NatsSettings;
 use tokio::sync::mpsc;
 
-/// Why the connection options could not be built.
-#[derive(Debug)]
-pub struct ConnectSetupError(pub String);
-
-impl std::fmt::Display for ConnectSetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConnectSetupError {}
+use crate::error::ConnectSetupError;
 
 /// Installs rustls's `ring` provider once: async-nats enables only `ring`, but if anything else
 /// in the embedding program enables `aws-lc-rs` too, rustls would panic at the first TLS connect
@@ -92,6 +83,10 @@ impl ConnectErrors {
     }
 }
 
+fn setup_error(key: &'static str, message: String) -> ConnectSetupError {
+    ConnectSetupError { key, message }
+}
+
 /// The options for `settings`, reporting connection events on `events` and recording each
 /// server's connection failures in `errors`.
 ///
@@ -107,42 +102,47 @@ pub(crate) async fn options(
     let auth = &settings.auth;
     if let Some(path) = &auth.creds_file {
         opts = opts.credentials_file(path).await.map_err(|e| {
-            ConnectSetupError(format!(
-                "nats.auth.credsFile: cannot read {}: {e}",
-                path.display()
-            ))
+            setup_error(
+                "nats.auth.credsFile",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
     }
     if let Some(path) = &auth.nkey_seed_file {
         let seed = std::fs::read_to_string(path).map_err(|e| {
-            ConnectSetupError(format!(
-                "nats.auth.nkeySeedFile: cannot read {}: {e}",
-                path.display()
-            ))
+            setup_error(
+                "nats.auth.nkeySeedFile",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let seed = seed
             .lines()
             .map(str::trim)
             .find(|l| l.starts_with('S'))
             .ok_or_else(|| {
-                ConnectSetupError(format!(
-                    "nats.auth.nkeySeedFile: {} holds no nkey seed (a line starting with 'S')",
-                    path.display()
-                ))
+                setup_error(
+                    "nats.auth.nkeySeedFile",
+                    format!(
+                        "{} holds no nkey seed (a line starting with 'S')",
+                        path.display()
+                    ),
+                )
             })?
             .to_owned();
         opts = opts.nkey(seed);
     }
     if let (Some(user_env), Some(password_env)) = (&auth.user_env, &auth.password_env) {
         let user = std::env::var(user_env).map_err(|_| {
-            ConnectSetupError(format!(
-                "nats.auth.userEnv: environment variable {user_env} is not set"
-            ))
+            setup_error(
+                "nats.auth.userEnv",
+                format!("environment variable {user_env} is not set"),
+            )
         })?;
         let password = std::env::var(password_env).map_err(|_| {
-            ConnectSetupError(format!(
-                "nats.auth.passwordEnv: environment variable {password_env} is not set"
-            ))
+            setup_error(
+                "nats.auth.passwordEnv",
+                format!("environment variable {password_env} is not set"),
+            )
         })?;
         opts = opts.user_and_password(user, password);
     }
@@ -155,10 +155,10 @@ pub(crate) async fn options(
             if let Some(path) = path
                 && !path.is_file()
             {
-                return Err(ConnectSetupError(format!(
-                    "{key}: {} is not a readable file",
-                    path.display()
-                )));
+                return Err(setup_error(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
         }
         opts = opts.require_tls(true);
@@ -174,11 +174,6 @@ pub(crate) async fn options(
         // Replies and consumer deliveries come to `<inbox_prefix>.…`: a prefix of its own lets
         // the server keep other clients from reading them (see SECURITY.md).
         .custom_inbox_prefix(settings.inbox_prefix.as_str())
-        // A node has no use for its own messages back (and with many changes they cost).
-        .no_echo()
-        // Room for a burst of changes (a publish and a KV write each) without the driver's
-        // publish timing out on a full queue and the change being lost to peers.
-        .client_capacity(CLIENT_QUEUE)
         // A node has no use for its own heartbeats and reports: without this the server sends
         // every one back, doubling inbound traffic and inflating `nats_received_total`.
         .no_echo()
@@ -209,4 +204,17 @@ pub(crate) async fn options(
                 let _ = events.send(event);
             }
         }))
+}
+
+/// The JetStream context of `config` (with its domain, if any).
+///
+/// KV writes wait for their ack as long as requests do (async-nats's own default is 5 s): a
+/// write lost with a hung server fails, is retried and its report republished that much sooner.
+pub(crate) fn jetstream_context(client: &Client, config: &Config) -> jetstream::Context {
+    let mut js = match &config.nats.jetstream_domain {
+        Some(domain) => jetstream::with_domain(client.clone(), domain),
+        None => jetstream::new(client.clone()),
+    };
+    js.set_timeout(request_timeout(&config.nats));
+    js
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use gslb_state_core::config::Config;
-use gslb_state_core::{Decision, DownReason, Limits, MemberInfo, NodeConfig, Stats};
+use gslb_state_core::{Decision, DownReason, Limits, MemberInfo, NodeConfig, Policy, Stats};
+
+use crate::error::StartError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -135,18 +137,6 @@ pub struct ConfigState {
     pub snapshot: bool,
 }
 
-/// Why the driver did not start.
-#[derive(Debug)]
-pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
-
 /// The driver stopped; the call could not be carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
@@ -188,6 +178,8 @@ pub(crate) struct Shared {
     pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
     /// What config sync wants in force.
     pub(crate) config_state: tokio::sync::watch::Sender<ConfigState>,
+    /// The policy and threshold in force.
+    pub(crate) policy: RwLock<(Policy, u8)>,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
@@ -229,6 +221,10 @@ impl Handle {
             connected: std::sync::atomic::AtomicBool::new(false),
             connect_errors: Arc::default(),
             config_state: tokio::sync::watch::Sender::new(ConfigState::default()),
+            policy: RwLock::new((
+                options.config.state.policy,
+                options.config.state.quorum_min_percent,
+            )),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -244,7 +240,7 @@ impl Handle {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start a tokio runtime: {e}")));
+                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
                         return;
                     }
                 };
@@ -256,7 +252,7 @@ impl Handle {
                     ready_tx,
                 ));
             })
-            .map_err(|e| StartError(format!("cannot start the driver thread: {e}")))?;
+            .map_err(StartError::Runtime)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((
                 Handle {
@@ -269,11 +265,13 @@ impl Handle {
             )),
             Ok(Err(e)) => {
                 let _ = thread.join();
-                Err(StartError(e))
+                Err(e)
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(StartError("the driver thread ended during start-up".into()))
+                Err(StartError::Runtime(std::io::Error::other(
+                    "the driver thread ended during start-up",
+                )))
             }
         }
     }
@@ -360,6 +358,15 @@ impl Handle {
     /// to a slow reader (unlike [`Handle::subscribe`]'s events).
     pub fn config_state(&self) -> tokio::sync::watch::Receiver<ConfigState> {
         self.shared.config_state.subscribe()
+    }
+
+    /// The policy and `quorumMinPercent` in force (config sync may change them).
+    pub fn policy(&self) -> (Policy, u8) {
+        self.shared
+            .policy
+            .read()
+            .map(|p| *p)
+            .unwrap_or_else(|e| *e.into_inner())
     }
 
     /// Events from now on.

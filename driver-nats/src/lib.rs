@@ -1,9 +1,12 @@
 //! # gslb-state-nats
 //!
-//! Binds [`gslb_state_core`] to NATS JetStream with async-nats: heartbeats and health changes on
-//! core subjects under `gslb.<cluster>.`, reports and membership records in per-cluster KV
-//! buckets, a snapshot at start-up, re-syncs of one member when a heartbeat shows a gap,
-//! anti-entropy, reconnects, TLS and mTLS, and Prometheus metrics with the operator guide's names.
+//! The library an embedding GSLB daemon links: binds [`gslb_state_core`] to NATS JetStream with
+//! async-nats. It carries out what the core decides — heartbeats and health changes on core
+//! subjects under `gslb.<cluster>.`, reports and membership records in per-cluster KV buckets,
+//! the reads the core asks for (snapshot, re-syncs, anti-entropy) — and handles reconnects,
+//! TLS and mTLS, credentials, config sync (the watching side, and [`ConfigStore`] for the
+//! writing side), permission denials, and Prometheus metrics with the operator guide's names.
+//! No HTTP server, no CLI: those are the `gslb-state` daemon's (crate `gslb-state-daemon`).
 //!
 //! The driver owns a tokio runtime on its own thread (async-nats needs tokio), so the embedding
 //! program may use any runtime, or none: [`Handle`] talks to it through runtime-neutral channels.
@@ -38,29 +41,21 @@
 #![warn(missing_docs)]
 
 mod clock;
-pub mod config_sync;
+pub mod config_store;
+mod config_sync;
 mod connect;
-pub mod daemon;
 mod driver;
+mod error;
 mod handle;
-pub mod http;
 mod kv;
 pub mod metrics;
-pub mod probe;
+mod retry;
 pub mod security;
 
-pub use connect::ConnectSetupError;
-pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, StartError, Stopped};
+pub use config_store::{ConfigStore, ConfigStoreError, ConfigVersion};
+pub use error::{ConnectError, ConnectSetupError, StartError, StoreError};
+pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, Stopped};
 pub use metrics::Metrics;
-
-/// Opens the JetStream context `config` names (with its domain), for tools such as
-/// `gslb-state config push`.
-pub fn jetstream_context(
-    client: &async_nats::Client,
-    config: &gslb_state_core::Config,
-) -> async_nats::jetstream::Context {
-    driver::jetstream_context(client, config)
-}
 
 /// Creates what the nodes of `config`'s cluster use, when absent: the members and health
 /// buckets and, with config sync on, the config bucket and its event stream. For
@@ -69,8 +64,8 @@ pub fn jetstream_context(
 pub async fn bootstrap(
     client: &async_nats::Client,
     config: &gslb_state_core::Config,
-) -> Result<Vec<String>, String> {
-    let js = jetstream_context(client, config);
+) -> Result<Vec<String>, StoreError> {
+    let js = connect::jetstream_context(client, config);
     let names = gslb_state_core::Names::new(&config.cluster_id);
     let mut made = Vec::new();
     for bucket in [
@@ -80,50 +75,47 @@ pub async fn bootstrap(
         let name = names.bucket(bucket);
         kv::ensure_bucket(&js, name)
             .await
-            .map_err(|e| format!("KV bucket {name}: {e}"))?;
+            .map_err(|e| StoreError::new(format!("KV bucket {name}"), "creating", e))?;
         made.push(name.to_owned());
     }
     if config.state.enable_config_sync
         && let Some(settings) = &config.config_sync
     {
-        config_sync::open_bucket(&js, settings)
-            .await
-            .map_err(|e| format!("config.kvBucket {}: {e}", settings.kv_bucket))?;
+        config_store::open_bucket(&js, settings).await?;
         made.push(settings.kv_bucket.clone());
-        config_sync::open_event_stream(&js, settings)
-            .await
-            .map_err(|e| format!("config.stream {}: {e}", settings.stream_name()))?;
+        config_store::open_event_stream(&js, settings).await?;
         made.push(settings.stream_name());
     }
     Ok(made)
 }
 
-/// Connects a plain client with `config`'s servers, TLS and credentials (for tools); fails
-/// with the last connection error when no server answers within a few tries.
+/// Connects a plain client with `config`'s servers, TLS and credentials (for tools such as
+/// `gslb-state config push`); fails with the last connection error when no server answers
+/// within a few tries.
 pub async fn connect(
     config: &gslb_state_core::Config,
     name: &str,
-) -> Result<async_nats::Client, String> {
+) -> Result<async_nats::Client, ConnectError> {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let errors = std::sync::Arc::new(connect::ConnectErrors::default());
     let options = connect::options(&config.nats, name, tx, errors.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ConnectError::Setup)?;
     let client = options
         .connect(config.nats.servers.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ConnectError::Client)?;
     // The options keep retrying in the background; a tool should give up instead.
     let patience = (config.nats.connect_timeout * 3).max(std::time::Duration::from_secs(5))
         * u32::try_from(config.nats.servers.len().max(1)).unwrap_or(u32::MAX);
     let deadline = tokio::time::Instant::now() + patience;
     while client.connection_state() != async_nats::connection::State::Connected {
         if tokio::time::Instant::now() >= deadline {
-            let why = errors.last().unwrap_or_else(|| "no answer".to_owned());
-            return Err(format!(
-                "cannot reach any of nats.servers {:?} within {patience:?}: {why}",
-                config.nats.servers
-            ));
+            return Err(ConnectError::Unreachable {
+                servers: config.nats.servers.clone(),
+                waited: patience,
+                last_error: errors.last().unwrap_or_else(|| "no answer".to_owned()),
+            });
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -13,7 +13,7 @@ use crate::world::{self, RunOptions};
 pub struct BenchResult {
     /// Wall time of the simulation (building the scenario excluded).
     pub wall: Duration,
-    /// CPU time of this process during the simulation, where the OS tells it (Linux); on a
+    /// CPU time of this process during the simulation, where the OS tells it (Unix); on a
     /// shared machine this is the figure that does not depend on the neighbours.
     pub cpu: Option<Duration>,
     /// Deliveries handed to cores.
@@ -106,14 +106,28 @@ pub fn run(nodes: usize, endpoints: usize, duration: Duration) -> BenchResult {
     }
 }
 
-/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; clock
-/// ticks of 10 ms).
+/// User plus system CPU time of this process so far (`getrusage(RUSAGE_SELF)`).
+#[cfg(unix)]
+#[allow(unsafe_code)]
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `getrusage` writes a whole `rusage` through the pointer, which is valid for
+    // writes of one `rusage`, and keeps no reference to it; `RUSAGE_SELF` is a valid `who`.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: `getrusage` returned 0, so it filled the struct in.
+    let usage = unsafe { usage.assume_init() };
+    let duration = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Some(duration(usage.ru_utime) + duration(usage.ru_stime))
+}
+
+/// CPU time is not measured off Unix.
+#[cfg(not(unix))]
+fn cpu_time() -> Option<Duration> {
+    None
 }

@@ -115,9 +115,10 @@ fn check(s: &Scenario) {
 
 fn check_network(net: &NetworkSpec, n: usize) {
     check_link(&net.default);
-    for ((a, b), link) in &net.links {
-        assert!(a <= b && *b < n, "link ({a}, {b}) of {n} nodes");
-        check_link(link);
+    for link in &net.links {
+        let (a, b) = (link.a, link.b);
+        assert!(a <= b && b < n, "link ({a}, {b}) of {n} nodes");
+        check_link(&link.params);
     }
 }
 

@@ -53,26 +53,49 @@ impl LinkParams {
 pub struct NetworkSpec {
     /// Every pair without an override.
     pub default: LinkParams,
-    /// Overrides for unordered node pairs (indices into [`Scenario::nodes`]).
-    pub links: Vec<((usize, usize), LinkParams)>,
+    /// Overrides for node pairs; of two for the same pair, the later one counts.
+    pub links: Vec<LinkOverride>,
+}
+
+/// The parameters of the path between two nodes, in both directions, instead of the
+/// network's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkOverride {
+    /// One node (an index into [`Scenario::nodes`]), the lower of the two.
+    pub a: usize,
+    /// The other node, `b >= a`.
+    pub b: usize,
+    /// The parameters of the path between them.
+    pub params: LinkParams,
+}
+
+impl LinkOverride {
+    /// An override for the path between `x` and `y`, in either order.
+    pub fn between(x: usize, y: usize, params: LinkParams) -> Self {
+        LinkOverride {
+            a: x.min(y),
+            b: x.max(y),
+            params,
+        }
+    }
 }
 
 impl NetworkSpec {
     /// The parameters of the path between `a` and `b`.
     pub fn link(&self, a: usize, b: usize) -> LinkParams {
-        let pair = (a.min(b), a.max(b));
+        let (a, b) = (a.min(b), a.max(b));
         self.links
             .iter()
             .rev()
-            .find(|(p, _)| *p == pair)
-            .map_or(self.default, |(_, l)| *l)
+            .find(|l| (l.a, l.b) == (a, b))
+            .map_or(self.default, |l| l.params)
     }
 
     /// The longest delay of any link.
     pub fn max_delay_ns(&self) -> u64 {
         self.links
             .iter()
-            .map(|(_, l)| l.max_delay_ns())
+            .map(|l| l.params.max_delay_ns())
             .fold(self.default.max_delay_ns(), u64::max)
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use gslb_state_core::{Config, Policy};
 
 use crate::rng::Rng;
-use crate::scenario::{Event, EventKind, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario};
+use crate::scenario::{
+    Event, EventKind, LinkOverride, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario,
+};
 
 const SEC: u64 = 1_000 * NS_PER_MS;
 const DAY: u64 = 86_400 * SEC;
@@ -64,7 +66,7 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
             loss: (base.loss * 2.0).min(0.3),
             ..base
         };
-        network.links.push(((a.min(b), a.max(b)), slow));
+        network.links.push(LinkOverride::between(a, b, slow));
     }
 
     // Monotonic clocks from a stream of their own: half start at 0 at every (re)start, as
@@ -181,8 +183,8 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
     let quiet_ns = fault_phase_ns;
     let mut calm = network.clone();
     calm.default.loss = 0.0;
-    for (_, l) in calm.links.iter_mut() {
-        l.loss = 0.0;
+    for link in calm.links.iter_mut() {
+        link.params.loss = 0.0;
     }
     events.push((quiet_ns, EventKind::Heal));
     events.push((quiet_ns, EventKind::Broker(true)));

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use gslb_state_core::Source;
 
@@ -31,14 +32,16 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Intervals `[start, end)` in ns between an opening and a closing fault kind, per node
-/// (`None` = cluster-wide).
-fn intervals(
-    o: &Outcome,
-    open: FaultKind,
-    close: FaultKind,
+/// A stretch of time between an opening and a closing fault, `[start_ns, end_ns)`.
+struct Interval {
+    /// The node it concerns (`None`: cluster-wide).
+    node: Option<u32>,
+    start_ns: u64,
     end_ns: u64,
-) -> Vec<(Option<u32>, u64, u64)> {
+}
+
+/// The intervals between an opening and a closing fault kind, per node.
+fn intervals(o: &Outcome, open: FaultKind, close: FaultKind, end_ns: u64) -> Vec<Interval> {
     let mut started: BTreeMap<Option<u32>, u64> = BTreeMap::new();
     let mut out = Vec::new();
     for r in &o.trace.records {
@@ -54,13 +57,21 @@ fn intervals(
                 } else {
                     *node
                 };
-                if let Some(s) = started.remove(&key) {
-                    out.push((key, s, *t_ns));
+                if let Some(start_ns) = started.remove(&key) {
+                    out.push(Interval {
+                        node: key,
+                        start_ns,
+                        end_ns: *t_ns,
+                    });
                 }
             }
         }
     }
-    out.extend(started.into_iter().map(|(n, s)| (n, s, end_ns)));
+    out.extend(started.into_iter().map(|(node, start_ns)| Interval {
+        node,
+        start_ns,
+        end_ns,
+    }));
     out
 }
 
@@ -111,11 +122,11 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
     legend(&mut svg);
 
     // Cluster-wide bands behind the rows.
-    for (_, s, e) in intervals(outcome, FaultKind::Partition, FaultKind::Heal, end_ns) {
+    for i in intervals(outcome, FaultKind::Partition, FaultKind::Heal, end_ns) {
         band(
             &mut svg,
-            x(s),
-            x(e),
+            x(i.start_ns),
+            x(i.end_ns),
             TOP - 6.0,
             plot_h + 6.0,
             "#7e57c2",
@@ -123,11 +134,11 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
             "partition",
         );
     }
-    for (_, s, e) in intervals(outcome, FaultKind::BrokerDown, FaultKind::BrokerUp, end_ns) {
+    for i in intervals(outcome, FaultKind::BrokerDown, FaultKind::BrokerUp, end_ns) {
         band(
             &mut svg,
-            x(s),
-            x(e),
+            x(i.start_ns),
+            x(i.end_ns),
             TOP - 6.0,
             plot_h + 6.0,
             "#424242",
@@ -137,12 +148,13 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
     }
 
     // Rows.
-    let mut lives: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    // Per node: when each of its lives ran.
+    let mut lives: BTreeMap<u32, Vec<Range<u64>>> = BTreeMap::new();
     for l in &outcome.lives {
         lives
             .entry(l.node)
             .or_default()
-            .push((l.started_ns, l.stopped_ns.unwrap_or(end_ns)));
+            .push(l.started_ns..l.stopped_ns.unwrap_or(end_ns));
     }
     for (ei, endpoint) in endpoints.iter().enumerate() {
         let _ = writeln!(
@@ -164,7 +176,8 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
             let node_lives = lives.get(&(ni as u32)).map(Vec::as_slice).unwrap_or(&[]);
             // Not running: hatched between lives.
             let mut down_from = 0;
-            for &(start, stop) in node_lives.iter().chain([&(end_ns, end_ns)]) {
+            for life in node_lives.iter().chain([&(end_ns..end_ns)]) {
+                let (start, stop) = (life.start, life.end);
                 if start > down_from {
                     let _ = writeln!(
                         svg,
@@ -177,20 +190,22 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
                 }
                 down_from = stop;
             }
-            for &(start, stop) in node_lives {
+            for life in node_lives {
+                let (start, stop) = (life.start, life.end);
                 let mut t = start;
-                let mut state = (None, Source::Unknown);
+                let (mut healthy, mut source) = (None, Source::Unknown);
                 for &(ct, d) in changes.iter().filter(|(ct, _)| *ct >= start && *ct < stop) {
-                    segment(&mut svg, x(t), x(ct), y, state);
+                    segment(&mut svg, x(t), x(ct), y, healthy, source);
                     t = ct;
-                    state = (d.healthy, d.source);
+                    (healthy, source) = (d.healthy, d.source);
                 }
-                segment(&mut svg, x(t), x(stop), y, state);
+                segment(&mut svg, x(t), x(stop), y, healthy, source);
             }
         }
     }
-    for (node, s, e) in intervals(outcome, FaultKind::Isolate, FaultKind::Rejoin, end_ns) {
-        let Some(n) = node else { continue };
+    for i in intervals(outcome, FaultKind::Isolate, FaultKind::Rejoin, end_ns) {
+        let Some(n) = i.node else { continue };
+        let (s, e) = (i.start_ns, i.end_ns);
         for ei in 0..endpoints.len() {
             let y = row_y(ei, n as usize);
             let _ = writeln!(
@@ -236,19 +251,20 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
     svg
 }
 
-fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, state: (Option<bool>, Source)) {
+/// A stretch of a row from `x0` to `x1` in the colour of a decision.
+fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, healthy: Option<bool>, source: Source) {
     if x1 <= x0 {
         return;
     }
-    let fallback = state.1 == Source::FallbackLocal;
-    let color = match (state.0, fallback) {
+    let fallback = source == Source::FallbackLocal;
+    let color = match (healthy, fallback) {
         (Some(true), false) => HEALTHY,
         (Some(true), true) => HEALTHY_FALLBACK,
         (Some(false), false) => UNHEALTHY,
         (Some(false), true) => UNHEALTHY_FALLBACK,
         (None, _) => UNKNOWN,
     };
-    let verdict = match state.0 {
+    let verdict = match healthy {
         Some(true) => "healthy",
         Some(false) => "unhealthy",
         None => "unknown",
@@ -259,7 +275,7 @@ fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, state: (Option<bool>, Sou
         y + 1.0,
         x1 - x0,
         ROW_H - 2.0,
-        state.1
+        source
     );
 }
 

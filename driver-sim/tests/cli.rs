@@ -99,7 +99,48 @@ fn an_invalid_scenario_exits_2_naming_the_key_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let out = sim(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("usage"));
+    assert!(text(&out.stderr).contains("Usage: gslb-sim <COMMAND>"));
+    let out = sim(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "a scenario file is required");
+    let out = sim(&["run", "../examples/leave.yaml", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        &["--help"][..],
+        &["help"],
+        &["demo", "--help"],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = sim(command);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains("Usage: gslb-sim"), "{command:?}: {stdout}");
+    }
+    let out = sim(&["check", "--help"]);
+    let stdout = text(&out.stdout);
+    for flag in [
+        "--seeds",
+        "--first-seed",
+        "--nodes",
+        "--endpoints",
+        "--trace-dir",
+        "--keep-going",
+    ] {
+        assert!(stdout.contains(flag), "{flag}: {stdout}");
+    }
+    let out = sim(&[]);
+    assert_eq!(out.status.code(), Some(2), "a command is required");
+    assert!(text(&out.stderr).contains("Usage: gslb-sim <COMMAND>"));
 }
 
 #[test]
@@ -138,5 +179,8 @@ fn check_runs_seeds_and_reports_success() {
         "{stdout}"
     );
     let out = sim(&["check", "--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--nodes"));
+    let out = sim(&["bench", "--duration", "soon"]);
     assert_eq!(out.status.code(), Some(2));
 }

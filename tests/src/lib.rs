@@ -1,4 +1,14 @@
-//! End-to-end test support: real `nats-server` processes on loopback, and a test PKI for mTLS.
+//! End-to-end test support, shared by the library-level tests of this crate and the daemon's
+//! tests (`gslb-state-daemon`'s `tests/`): real `nats-server` processes on loopback, a test PKI
+//! for mTLS, and the one HTTP client, metrics reader and set of wait helpers of every
+//! end-to-end test.
+//!
+//! * [`nats_server`]: [`NatsServer`] and [`NatsCluster`], killed on drop.
+//! * [`tls`]: [`TestPki`], a CA with server and client certificates.
+//! * [`http`]: a blocking HTTP/1.1 client for monitor ports and the daemon's API.
+//! * [`metrics`]: [`metric_value`], one series read from Prometheus/OpenMetrics text.
+//! * [`wait`]: [`wait_for`], [`wait_until`] and their blocking variants: poll with a deadline.
+//! * [`HarnessError`]: what went wrong, with everything needed to debug it.
 //!
 //! ```no_run
 //! use gslb_state_tests::{NatsCluster, ServerOpts};
@@ -8,12 +18,18 @@
 //! cluster.server(0).restart().unwrap();
 //! ```
 
+pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod nats_server;
 pub mod tls;
+pub mod wait;
 
+pub use error::{HarnessError, Result};
+pub use metrics::metric_value;
 pub use nats_server::{
-    DEFAULT_DOMAIN, HarnessError, INSTALL_HINT, MIN_VERSION, NatsCluster, NatsServer, Result,
-    ServerOpts, Version, http_get, nats_server_bin, nats_server_version, wait_for,
-    wait_for_blocking, wait_until, wait_until_blocking,
+    DEFAULT_DOMAIN, INSTALL_HINT, MIN_VERSION, NatsCluster, NatsServer, ServerOpts, Version,
+    nats_server_bin, nats_server_version,
 };
 pub use tls::{CertFiles, TestPki};
+pub use wait::{wait_for, wait_for_blocking, wait_until, wait_until_blocking};

@@ -16,15 +16,18 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, OpenOptions};
-use std::future::Future;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use crate::error::{HarnessError, Result};
+use crate::http;
+use crate::wait::{wait_for_blocking, wait_until_blocking};
 
 /// A `nats-server` version, `(major, minor, patch)`.
 pub type Version = (u32, u32, u32);
@@ -41,74 +44,6 @@ pub const DEFAULT_DOMAIN: &str = "gslb";
 
 /// Timeout of one HTTP request to a monitor port.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Errors of the harness. `Display` gives everything needed to debug (log tails included).
-#[derive(Debug)]
-pub enum HarnessError {
-    /// No usable `nats-server` binary; the message says how to install one.
-    Binary(String),
-    /// An I/O operation of the harness failed.
-    Io {
-        /// What the harness was doing.
-        context: String,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// A server did not become ready (or died) before its deadline.
-    NotReady {
-        /// Server name.
-        server: String,
-        /// Why: timeout, exit status, last HTTP answer.
-        reason: String,
-        /// Last lines of the server's log.
-        log_tail: String,
-    },
-    /// A monitor endpoint could not be read or parsed.
-    Monitor(String),
-    /// A [`wait_until`]-style condition did not hold before its deadline.
-    Timeout {
-        /// The condition, as described by the caller.
-        what: String,
-        /// How long it was awaited.
-        waited: Duration,
-    },
-    /// Certificate generation failed (see [`crate::tls`]).
-    Tls(String),
-}
-
-impl fmt::Display for HarnessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HarnessError::Binary(m) => write!(f, "nats-server binary: {m}"),
-            HarnessError::Io { context, source } => write!(f, "{context}: {source}"),
-            HarnessError::NotReady {
-                server,
-                reason,
-                log_tail,
-            } => write!(
-                f,
-                "nats-server {server} not ready: {reason}\n--- log tail of {server} ---\n{log_tail}--- end of log ---"
-            ),
-            HarnessError::Monitor(m) => write!(f, "monitor endpoint: {m}"),
-            HarnessError::Timeout { what, waited } => {
-                write!(f, "timed out after {waited:?} waiting for: {what}")
-            }
-            HarnessError::Tls(m) => write!(f, "test PKI: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for HarnessError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HarnessError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-/// Result type of the harness.
-pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
     let context = context.into();
@@ -396,37 +331,6 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     (nanos ^ (u64::from(std::process::id()) << 32)) | 1
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-// ---------------------------------------------------------------------------------------------
-
-/// Minimal blocking `GET` on `127.0.0.1:port`; returns the status code and the body.
-pub fn http_get(port: u16, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad HTTP response: {head:?}"),
-            )
-        })?;
-    Ok((status, body.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,14 +645,11 @@ impl NatsServer {
                 self.signal(&mut p, libc::SIGTERM)?;
             }
         }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let what = format!("{} to exit after SIGTERM", self.name);
+        match wait_until_blocking(timeout, &what, || !self.is_running()) {
+            Ok(_) => Ok(()),
+            Err(_) => self.kill(),
         }
-        self.kill()
     }
 
     /// Sends `sig` to the running process; returns its pid.
@@ -782,29 +683,39 @@ impl NatsServer {
     /// Polls the ready path (default `/healthz`) until it answers 200; fails early if the
     /// process exits, and on timeout with the log tail.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            {
-                let mut p = self.proc();
-                if let Some(child) = p.child.as_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        p.child = None;
-                        return Err(self.not_ready(format!("process exited with {status}")));
-                    }
-                } else {
-                    return Err(self.not_ready("process is not running".into()));
+        let mut last = String::new();
+        let what = format!("{} to answer 200 on {}", self.name, self.ready_path);
+        let ready = wait_for_blocking(timeout, &what, || {
+            if let Some(gone) = self.gone() {
+                return Some(Err(gone));
+            }
+            match http::get(self.http_port, &self.ready_path, HTTP_TIMEOUT) {
+                Ok((200, _)) => return Some(Ok(())),
+                Ok((code, body)) => {
+                    last = format!("{} -> {code} {}", self.ready_path, body.trim());
                 }
+                Err(e) => last = format!("{} -> {e}", self.ready_path),
             }
-            let last = match http_get(self.http_port, &self.ready_path, HTTP_TIMEOUT) {
-                Ok((200, _)) => return Ok(()),
-                Ok((code, body)) => format!("{} -> {code} {}", self.ready_path, body.trim()),
-                Err(e) => format!("{} -> {e}", self.ready_path),
-            };
-            if start.elapsed() >= timeout {
-                return Err(self.not_ready(format!("not ready after {timeout:?}; last: {last}")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None
+        });
+        match ready {
+            Ok((Ok(()), _)) => Ok(()),
+            Ok((Err(gone), _)) => Err(self.not_ready(gone)),
+            Err(_) => Err(self.not_ready(format!("not ready after {timeout:?}; last: {last}"))),
         }
+    }
+
+    /// Why the process is no longer there to answer (reaping it if it exited), if it is not.
+    fn gone(&self) -> Option<String> {
+        let mut p = self.proc();
+        let Some(child) = p.child.as_mut() else {
+            return Some("process is not running".into());
+        };
+        let Ok(Some(status)) = child.try_wait() else {
+            return None;
+        };
+        p.child = None;
+        Some(format!("process exited with {status}"))
     }
 
     fn not_ready(&self, reason: String) -> HarnessError {
@@ -817,7 +728,7 @@ impl NatsServer {
 
     /// `GET path` on the monitor port; the body if the status is 200.
     pub fn monitor_get(&self, path: &str) -> Result<String> {
-        match http_get(self.http_port, path, HTTP_TIMEOUT) {
+        match http::get(self.http_port, path, HTTP_TIMEOUT) {
             Ok((200, body)) => Ok(body),
             Ok((code, body)) => Err(HarnessError::Monitor(format!(
                 "{} GET {path}: status {code}: {}",
@@ -1001,7 +912,7 @@ impl NatsCluster {
     pub fn meta_leader(&self) -> Option<usize> {
         self.responsive().find_map(|(i, s)| {
             matches!(
-                http_get(s.http_port, "/jsz?leader-only=true", HTTP_TIMEOUT),
+                http::get(s.http_port, "/jsz?leader-only=true", HTTP_TIMEOUT),
                 Ok((200, _))
             )
             .then_some(i)
@@ -1033,86 +944,6 @@ impl NatsCluster {
     pub fn wait_meta_leader(&self, timeout: Duration) -> Result<usize> {
         wait_for_blocking(timeout, "a JetStream meta leader", || self.meta_leader()).map(|(i, _)| i)
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Waiting for conditions
-// ---------------------------------------------------------------------------------------------
-
-fn next_pause(pause: Duration) -> Duration {
-    (pause * 2).min(Duration::from_millis(50))
-}
-
-/// Awaits `f()` until it yields `Some(t)`, polling every 2..50 ms; each attempt is cut off at the
-/// deadline. Returns the value and the time it took, or [`HarnessError::Timeout`] naming `what`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<(T, Duration)>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, f()).await {
-            return Ok((v, start.elapsed()));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(HarnessError::Timeout {
-                what: what.to_string(),
-                waited: start.elapsed(),
-            });
-        }
-        tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
-        pause = next_pause(pause);
-    }
-}
-
-/// Awaits `cond()` until it is true (see [`wait_for`]); returns how long it took.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    wait_for(timeout, what, || {
-        let fut = cond();
-        async move { fut.await.then_some(()) }
-    })
-    .await
-    .map(|((), d)| d)
-}
-
-/// Blocking [`wait_for`]: calls `f()` until it yields `Some(t)` or `timeout` passes.
-pub fn wait_for_blocking<T>(
-    timeout: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> Result<(T, Duration)> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(v) = f() {
-            return Ok((v, start.elapsed()));
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(HarnessError::Timeout {
-                what: what.to_string(),
-                waited: elapsed,
-            });
-        }
-        std::thread::sleep(pause.min(timeout - elapsed));
-        pause = next_pause(pause);
-    }
-}
-
-/// Blocking [`wait_until`]: calls `cond()` until it is true; returns how long it took.
-pub fn wait_until_blocking(
-    timeout: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> bool,
-) -> Result<Duration> {
-    wait_for_blocking(timeout, what, || cond().then_some(())).map(|((), d)| d)
 }
 
 #[cfg(test)]

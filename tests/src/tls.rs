@@ -10,7 +10,7 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
-use crate::nats_server::{HarnessError, Result};
+use crate::error::{HarnessError, Result};
 
 /// PEM files of one certificate and its private key.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ mod driver_common;
 
 use driver_common::*;
 use gslb_state_core::Source;
-use gslb_state_nats::Handle;
+use gslb_state_nats::{Handle, StartError};
 use gslb_state_tests::{NatsServer, ServerOpts, TestPki, wait_until};
 
 /// Waits until `node`'s last connect error contains `needle`; returns it.
@@ -122,5 +122,9 @@ fn a_missing_tls_file_is_a_start_error_that_names_the_key() {
     ))
     .err()
     .expect("refused at start");
+    assert!(
+        matches!(&err, StartError::Credentials(e) if e.key == "nats.tls.caFile"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("nats.tls.caFile"), "{err}");
 }

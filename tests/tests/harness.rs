@@ -9,8 +9,8 @@ use async_nats::{ConnectOptions, connection::State};
 use bytes::Bytes;
 use futures::StreamExt;
 use gslb_state_tests::{
-    DEFAULT_DOMAIN, HarnessError, MIN_VERSION, NatsCluster, NatsServer, ServerOpts, TestPki,
-    http_get, nats_server_version, wait_for, wait_until, wait_until_blocking,
+    DEFAULT_DOMAIN, HarnessError, MIN_VERSION, NatsCluster, NatsServer, ServerOpts, TestPki, http,
+    nats_server_version, wait_for, wait_until, wait_until_blocking,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -212,7 +212,7 @@ async fn sigstop_and_sigcont() {
     assert!(server.is_stopped() && server.is_running());
     // A hung server accepts TCP but answers nothing: neither the monitor nor the client path.
     assert!(
-        http_get(
+        http::get(
             server.monitor_port(),
             "/healthz",
             Duration::from_millis(300)

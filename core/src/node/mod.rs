@@ -6,7 +6,7 @@
 //! when the start-up snapshot is read and when it is read again, which incarnation this node
 //! takes, when a member's reports are re-read, what happens after messages were lost, when a
 //! member expires, leaving, and applying a pushed configuration. The submodules hold the
-//! halves: [`receive`] what comes in, [`send`] what goes out, [`config_apply`] pushed
+//! halves: `receive` what comes in, `send` what goes out, `config_apply` pushed
 //! configurations.
 
 mod config_apply;

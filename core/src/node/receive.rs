@@ -137,24 +137,14 @@ impl Node {
     /// `idx` says its latest report is `report_seq`, and every report up to `kv_seq` is in the
     /// KV: re-sync it if we miss some that the KV holds.
     fn announce(&mut self, idx: MemberIdx, report_seq: u64, kv_seq: u64) {
-        let now = self.now;
-        let retry_after = self.ttl();
+        let (now, retry_after) = (self.now, self.ttl());
+        // While the snapshot is read, it brings every report anyway.
         let snapshot_done = self.snapshot == Snapshot::Done;
         let m = self.members.get_mut(idx);
-        m.announced_seq = m.announced_seq.max(report_seq);
-        m.kv_seq = m.kv_seq.max(kv_seq);
-        // While the snapshot is read, it brings every report anyway. Reports not yet in the KV
-        // are left to the fast path until the KV has them.
-        if m.announced_seq <= m.synced_seq || m.kv_seq <= m.synced_seq || !snapshot_done {
+        if !m.sync.announce(report_seq, kv_seq, now, retry_after) || !snapshot_done {
             return;
         }
-        if m.resync_since
-            .is_some_and(|since| now.saturating_since(since) < retry_after)
-        {
-            return;
-        }
-        m.resync_since = Some(now);
-        m.resync_kv_seq = m.kv_seq;
+        m.sync.resync_started(now);
         let node = m.id.to_string();
         let key_filter = self.names.report_key_filter(&node);
         self.stats.resyncs_requested += 1;
@@ -170,13 +160,7 @@ impl Node {
             self.apply_report(idx, item.endpoint, item.seq, item.state);
         }
         let m = self.members.get_mut(idx);
-        if batch.first_seq >= 1 && batch.first_seq <= m.synced_seq + 1 {
-            m.synced_seq = m.synced_seq.max(batch.last_seq);
-            if m.synced_seq >= m.announced_seq {
-                // Caught up on the fast path: a re-sync in flight is no longer waited for.
-                m.resync_since = None;
-            }
-        }
+        m.sync.batch(batch.first_seq, batch.last_seq);
     }
 
     fn apply_report(&mut self, idx: MemberIdx, endpoint: &str, seq: u64, state: ReportState) {
@@ -289,7 +273,7 @@ impl Node {
         let m = self.members.get_mut(idx);
         // The snapshot reads members first: what a record says is durable is in the health
         // bucket by the time that is read.
-        m.snapshot_kv_seq = m.snapshot_kv_seq.max(rec.kv_seq);
+        m.sync.snapshot_record(rec.kv_seq);
         let newer = m
             .snapshot_record
             .as_ref()
@@ -376,11 +360,7 @@ impl Node {
             KvRead::Members => {}
             KvRead::Reports { node } => {
                 if let Some(idx) = self.members.find(node) {
-                    let m = self.members.get_mut(idx);
-                    if complete {
-                        m.synced_seq = m.synced_seq.max(m.resync_kv_seq);
-                        m.resync_since = None;
-                    }
+                    self.members.get_mut(idx).sync.resync_done(complete);
                 }
             }
         }
@@ -399,9 +379,7 @@ impl Node {
             // Our own records may be written now: the next heartbeat, at once, carries ours.
             self.heartbeat_due = true;
             for idx in self.members.indices() {
-                let m = self.members.get_mut(idx);
-                m.synced_seq = m.synced_seq.max(m.snapshot_kv_seq);
-                m.resync_since = None;
+                self.members.get_mut(idx).sync.snapshot_complete();
             }
         } else {
             self.snapshot = Snapshot::Wanted;

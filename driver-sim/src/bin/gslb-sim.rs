@@ -3,159 +3,166 @@
 //! ```text
 //! gslb-sim demo [--json] [--svg FILE]
 //! gslb-sim run SCENARIO.yaml [--json] [--svg FILE]
-//! gslb-sim check [--seeds N] [--first-seed S] [--nodes N] [--endpoints N]
+//! gslb-sim check [--seeds N] [--first-seed S] [--nodes N] [--endpoints N] [--trace-dir DIR] [--keep-going]
 //! gslb-sim bench [--nodes N] [--endpoints N] [--duration 1h]
 //! ```
 //!
 //! Exit codes: 0 when every expectation (or invariant) holds, 1 when one fails, 2 for an
 //! invalid scenario or command line.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use gslb_state_sim::invariants::{self, CheckConfig};
 use gslb_state_sim::scenario::fmt_time;
 use gslb_state_sim::world::{Outcome, RunOptions};
 use gslb_state_sim::yaml::{self, ScenarioFile};
 use gslb_state_sim::{bench, svg};
 
-const USAGE: &str = "\
-gslb-sim: what-if simulations of a gslb-state cluster
-
-usage:
-  gslb-sim demo [--json] [--svg FILE]
-      a built-in three-region scenario, printed as a timeline
-  gslb-sim run SCENARIO.yaml [--json] [--svg FILE]
-      run a scenario; exit 0 when every expectation holds, 1 when one fails,
-      2 when the scenario is invalid
-  gslb-sim check [--seeds N] [--first-seed S] [--nodes N] [--endpoints N]
-                 [--trace-dir DIR] [--keep-going]
-      random fault schedules over many seeds, checking the invariants; on a
-      failure, --trace-dir writes the timelines of the failing seed (runs A,
-      B and S);
-      --keep-going checks every seed and counts the failures per invariant
-  gslb-sim bench [--nodes N] [--endpoints N] [--duration D]
-      time a large simulation (default 100 nodes, 1000 endpoints, 1h)
-
-options:
-  --json        one JSON object per line per decision change and membership change
-  --svg FILE    draw the timeline as SVG
-";
-
 /// The built-in demo scenario.
 const DEMO: &str = include_str!("../demo.yaml");
 
+/// What-if simulations of a gslb-state cluster: many real cores over a simulated NATS, with
+/// faults, from a seed.
+#[derive(Parser)]
+#[command(
+    name = "gslb-sim",
+    args_override_self = true,
+    after_help = "Exit codes: 0 when every expectation (or invariant) holds, 1 when one fails, \
+                  2 for an invalid scenario or command line."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A built-in three-region scenario, printed as a timeline.
+    Demo(OutputArgs),
+    /// Run a scenario and check its expectations.
+    ///
+    /// Exit 0 when every expectation holds, 1 when one fails (printed with the decision seen
+    /// and why), 2 when the scenario is invalid (the error names the key and the line).
+    Run {
+        /// The scenario file (YAML; see driver-sim/README.md for the format).
+        #[arg(value_name = "SCENARIO.yaml")]
+        scenario: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Random fault schedules over many seeds, checking the invariants.
+    ///
+    /// A failure prints the scenario, what broke, and the one command that replays it; exit
+    /// 0 when every invariant held on every seed, 1 otherwise.
+    Check(CheckArgs),
+    /// Time a large simulation (100 nodes, 1000 endpoints, 1 h by default).
+    Bench(BenchArgs),
+}
+
+/// How `demo` and `run` show a run.
+#[derive(Args)]
+struct OutputArgs {
+    /// Print one JSON object per line per decision change and membership change (expectation
+    /// failures then go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Also draw the timeline as SVG into FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// How many seeds to check.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    first_seed: u64,
+    /// Nodes per scenario (2 to 64).
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(2..=64))]
+    nodes: u64,
+    /// Endpoints per scenario (1 to 100).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    endpoints: u64,
+    /// On a failure, write the timelines of the failing seed (runs A, B and S) into DIR.
+    #[arg(long, value_name = "DIR")]
+    trace_dir: Option<PathBuf>,
+    /// Check every seed, and count the failures per invariant.
+    #[arg(long)]
+    keep_going: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Nodes (2 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(2..=1000))]
+    nodes: u64,
+    /// Endpoints (1 to 100000).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    endpoints: u64,
+    /// Simulated time, like `1h` or `90s`.
+    #[arg(long, value_name = "D", default_value = "1h", value_parser = parse_duration)]
+    duration: Duration,
+}
+
+/// A duration in the scenario files' format.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    yaml::parse_duration_ns(text).map(Duration::from_nanos)
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") => cmd_run("demo", DEMO, &args[1..]),
-        Some("run") => {
-            let Some(path) = args.get(1).filter(|a| !a.starts_with("--")) else {
-                return usage_error("run needs a scenario file");
-            };
-            let text = match std::fs::read_to_string(path) {
+    match Cli::parse().command {
+        Command::Demo(output) => cmd_run(Path::new("demo"), DEMO, &output),
+        Command::Run { scenario, output } => {
+            let text = match std::fs::read_to_string(&scenario) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("gslb-sim: cannot read {path}: {e}");
+                    eprintln!("gslb-sim: cannot read {}: {e}", scenario.display());
                     return ExitCode::from(2);
                 }
             };
-            cmd_run(path, &text, &args[2..])
+            cmd_run(&scenario, &text, &output)
         }
-        Some("check") => cmd_check(&args[1..]),
-        Some("bench") => cmd_bench(&args[1..]),
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => usage_error(&format!("unknown command {other:?}")),
-        None => usage_error("a command is required"),
+        Command::Check(args) => cmd_check(&args),
+        Command::Bench(args) => cmd_bench(&args),
     }
 }
 
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("gslb-sim: {message}\n\n{USAGE}");
-    ExitCode::from(2)
-}
-
-/// Parsed `--flag value` options.
-struct Flags {
-    json: bool,
-    svg: Option<String>,
-    values: Vec<(String, String)>,
-}
-
-fn parse_flags(args: &[String], with_values: &[&str]) -> Result<Flags, String> {
-    let mut flags = Flags {
-        json: false,
-        svg: None,
-        values: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => flags.json = true,
-            "--keep-going" => flags.values.push(("--keep-going".into(), "true".into())),
-            "--svg" => {
-                flags.svg = Some(it.next().ok_or("--svg needs a file name")?.clone());
-            }
-            f if with_values.contains(&f) => {
-                let v = it.next().ok_or_else(|| format!("{f} needs a value"))?;
-                flags.values.push((f.to_owned(), v.clone()));
-            }
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    Ok(flags)
-}
-
-impl Flags {
-    fn number(&self, name: &str, default: u64) -> Result<u64, String> {
-        match self.values.iter().rev().find(|(k, _)| k == name) {
-            None => Ok(default),
-            Some((_, v)) => v
-                .parse()
-                .map_err(|_| format!("{name}: expected a whole number, got {v:?}")),
-        }
-    }
-
-    fn text(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn cmd_run(path: &str, text: &str, args: &[String]) -> ExitCode {
-    let flags = match parse_flags(args, &[]) {
-        Ok(f) => f,
-        Err(e) => return usage_error(&e),
-    };
+fn cmd_run(path: &Path, text: &str, output: &OutputArgs) -> ExitCode {
     let file = match yaml::parse(text) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("gslb-sim: {path}: {e}");
+            eprintln!("gslb-sim: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
     let outcome = gslb_state_sim::run(&file.scenario, RunOptions::default());
-    if flags.json {
+    if output.json {
         print!("{}", outcome.trace.to_json_lines());
     } else {
         print_header(&file);
         print!("{}", outcome.trace.to_timeline());
     }
-    if let Some(svg_path) = &flags.svg {
-        let title = file.name.clone().unwrap_or_else(|| path.to_owned());
+    if let Some(svg_path) = &output.svg {
+        let title = file
+            .name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
         let picture = svg::render(&file.scenario, &outcome, &title);
         if let Err(e) = std::fs::write(svg_path, picture) {
-            eprintln!("gslb-sim: cannot write {svg_path}: {e}");
+            eprintln!("gslb-sim: cannot write {}: {e}", svg_path.display());
             return ExitCode::from(2);
         }
     }
-    report_expectations(&file, &outcome, flags.json)
+    report_expectations(&file, &outcome, output.json)
 }
 
 fn print_header(file: &ScenarioFile) {
@@ -226,41 +233,16 @@ fn report_expectations(file: &ScenarioFile, outcome: &Outcome, json: bool) -> Ex
     }
 }
 
-fn cmd_check(args: &[String]) -> ExitCode {
-    let flags = match parse_flags(
-        args,
-        &[
-            "--seeds",
-            "--first-seed",
-            "--nodes",
-            "--endpoints",
-            "--trace-dir",
-        ],
-    ) {
-        Ok(f) => f,
-        Err(e) => return usage_error(&e),
+fn cmd_check(args: &CheckArgs) -> ExitCode {
+    let config = CheckConfig {
+        first_seed: args.first_seed,
+        seeds: args.seeds,
+        nodes: args.nodes as usize,
+        endpoints: args.endpoints as usize,
     };
-    let config = match (|| -> Result<CheckConfig, String> {
-        Ok(CheckConfig {
-            first_seed: flags.number("--first-seed", 1)?,
-            seeds: flags.number("--seeds", 100)?,
-            nodes: flags.number("--nodes", 5)? as usize,
-            endpoints: flags.number("--endpoints", 3)? as usize,
-        })
-    })() {
-        Ok(c) => c,
-        Err(e) => return usage_error(&e),
-    };
-    if !(2..=64).contains(&config.nodes) || !(1..=100).contains(&config.endpoints) {
-        return usage_error("--nodes must be 2..=64 and --endpoints 1..=100");
-    }
     let started = std::time::Instant::now();
-    let keep_going = flags
-        .values
-        .iter()
-        .any(|(k, v)| k == "--keep-going" && v == "true");
-    let report = invariants::check_many(&config, keep_going);
-    if keep_going && !report.violations.is_empty() {
+    let report = invariants::check_many(&config, args.keep_going);
+    if args.keep_going && !report.violations.is_empty() {
         let mut by_invariant: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
         for v in &report.violations {
             by_invariant.entry(v.invariant).or_default().push(v.seed);
@@ -302,9 +284,8 @@ fn cmd_check(args: &[String]) -> ExitCode {
                 "replay: {}",
                 invariants::replay_command(v.seed, config.nodes, config.endpoints)
             );
-            if let Some(dir) = flags.text("--trace-dir") {
+            if let Some(dir) = &args.trace_dir {
                 let timelines = invariants::timelines_of(v.seed, config.nodes, config.endpoints);
-                let dir = std::path::Path::new(dir);
                 let written = std::fs::create_dir_all(dir).and_then(|()| {
                     timelines
                         .into_iter()
@@ -320,27 +301,9 @@ fn cmd_check(args: &[String]) -> ExitCode {
     }
 }
 
-fn cmd_bench(args: &[String]) -> ExitCode {
-    let flags = match parse_flags(args, &["--nodes", "--endpoints", "--duration"]) {
-        Ok(f) => f,
-        Err(e) => return usage_error(&e),
-    };
-    let parsed = (|| -> Result<(usize, usize, Duration), String> {
-        let nodes = flags.number("--nodes", 100)? as usize;
-        let endpoints = flags.number("--endpoints", 1000)? as usize;
-        let duration = match flags.text("--duration") {
-            None => Duration::from_secs(3600),
-            Some(d) => Duration::from_nanos(yaml::parse_duration_ns(d)?),
-        };
-        Ok((nodes, endpoints, duration))
-    })();
-    let (nodes, endpoints, duration) = match parsed {
-        Ok(p) => p,
-        Err(e) => return usage_error(&e),
-    };
-    if !(2..=1000).contains(&nodes) || !(1..=100_000).contains(&endpoints) {
-        return usage_error("--nodes must be 2..=1000 and --endpoints 1..=100000");
-    }
+fn cmd_bench(args: &BenchArgs) -> ExitCode {
+    let (nodes, endpoints, duration) =
+        (args.nodes as usize, args.endpoints as usize, args.duration);
     let r = bench::run(nodes, endpoints, duration);
     let cpu = r
         .cpu

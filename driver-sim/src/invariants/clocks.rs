@@ -2,6 +2,7 @@
 //! which sender timestamps are used.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
 use gslb_state_core::Source;
 
@@ -9,9 +10,22 @@ use crate::scenario::{Scenario, fmt_time};
 use crate::trace::Record;
 use crate::world::Outcome;
 
-/// Per node and endpoint: (time, verdict and source or "not running"), with a reset at every
-/// start and crash.
-type Timeline = Vec<(u64, Option<(Option<bool>, Source)>)>;
+/// A decision as this invariant compares it: verdict and source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    healthy: Option<bool>,
+    source: Source,
+}
+
+/// From `t_ns` on, a node decides an endpoint `verdict`, or does not run (`None`).
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    t_ns: u64,
+    verdict: Option<Verdict>,
+}
+
+/// Per node and endpoint: its changes in time order, with a reset at every start and crash.
+type Timeline = Vec<Change>;
 
 fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
     let mut endpoints: BTreeSet<String> = BTreeSet::new();
@@ -25,9 +39,18 @@ fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
     for l in &o.lives {
         for e in &endpoints {
             let tl = out.entry((l.node, e.clone())).or_default();
-            tl.push((l.started_ns, Some((None, Source::Unknown))));
+            tl.push(Change {
+                t_ns: l.started_ns,
+                verdict: Some(Verdict {
+                    healthy: None,
+                    source: Source::Unknown,
+                }),
+            });
             if let Some(c) = l.stopped_ns {
-                tl.push((c, None));
+                tl.push(Change {
+                    t_ns: c,
+                    verdict: None,
+                });
             }
         }
     }
@@ -41,26 +64,33 @@ fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
         {
             out.entry((*node, endpoint.clone()))
                 .or_default()
-                .push((*t_ns, Some((decision.healthy, decision.source))));
+                .push(Change {
+                    t_ns: *t_ns,
+                    verdict: Some(Verdict {
+                        healthy: decision.healthy,
+                        source: decision.source,
+                    }),
+                });
         }
     }
     for tl in out.values_mut() {
-        tl.sort_by_key(|(t, _)| *t);
+        tl.sort_by_key(|c| c.t_ns);
     }
     out
 }
 
-fn value_at(tl: &Timeline, t: u64) -> Option<(Option<bool>, Source)> {
-    let i = tl.partition_point(|(x, _)| *x <= t);
-    if i == 0 { None } else { tl[i - 1].1 }
+/// The verdict in force at `t`: `None` before the first change or while not running.
+fn value_at(tl: &Timeline, t: u64) -> Option<Verdict> {
+    let i = tl.partition_point(|c| c.t_ns <= t);
+    if i == 0 { None } else { tl[i - 1].verdict }
 }
 
-fn fmt_value(v: Option<(Option<bool>, Source)>) -> String {
+fn fmt_value(v: Option<Verdict>) -> String {
     match v {
         None => "not running".into(),
-        Some((h, s)) => format!(
-            "{} ({s})",
-            match h {
+        Some(Verdict { healthy, source }) => format!(
+            "{} ({source})",
+            match healthy {
                 Some(true) => "healthy",
                 Some(false) => "unhealthy",
                 None => "unknown",
@@ -73,10 +103,10 @@ fn fmt_value(v: Option<(Option<bool>, Source)>) -> String {
 pub fn clock_invariance(s: &Scenario, a: &Outcome, b: &Outcome) -> Result<(), String> {
     // The snapshot's records stand for heartbeats that may still be in flight for one delay.
     let window = s.state.heartbeat_ttl.as_nanos() as u64 + s.max_delay_ns();
-    let mut windows: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut windows: BTreeMap<u32, Vec<RangeInclusive<u64>>> = BTreeMap::new();
     for l in a.lives.iter().chain(&b.lives) {
         if let Some(t) = l.snapshot_ns {
-            windows.entry(l.node).or_default().push((t, t + window));
+            windows.entry(l.node).or_default().push(t..=t + window);
         }
     }
     let ta = timelines(a);
@@ -86,12 +116,12 @@ pub fn clock_invariance(s: &Scenario, a: &Outcome, b: &Outcome) -> Result<(), St
     for key in keys {
         let (x, y) = (ta.get(key).unwrap_or(&empty), tb.get(key).unwrap_or(&empty));
         let w = windows.get(&key.0).map(Vec::as_slice).unwrap_or(&[]);
-        let excluded = |t: u64| w.iter().any(|&(s, e)| s <= t && t <= e);
+        let excluded = |t: u64| w.iter().any(|window| window.contains(&t));
         let points = x
             .iter()
             .chain(y)
-            .map(|(t, _)| *t)
-            .chain(w.iter().map(|&(_, e)| e + 1));
+            .map(|c| c.t_ns)
+            .chain(w.iter().map(|window| window.end() + 1));
         for t in points {
             if excluded(t) || t > s.duration_ns {
                 continue;

@@ -13,9 +13,18 @@ use super::{members_at, silence_bound_ns};
 #[derive(Debug, Clone)]
 pub struct PairHistory {
     nodes: usize,
-    /// (time, whether each unordered pair `a * nodes + b`, `a < b`, was connected after the
-    /// event at that time); the first entry is the start.
-    states: Vec<(u64, Vec<bool>)>,
+    /// The pairs' state after each connectivity event, in time order; the first entry is
+    /// the start.
+    states: Vec<PairsAt>,
+}
+
+/// Every pair's state after an event.
+#[derive(Debug, Clone)]
+struct PairsAt {
+    /// When the event took effect.
+    t_ns: u64,
+    /// Whether each unordered pair `a * nodes + b`, `a < b`, was connected.
+    connected: Vec<bool>,
 }
 
 impl PairHistory {
@@ -24,7 +33,10 @@ impl PairHistory {
     pub fn of(s: &Scenario) -> Self {
         let nodes = s.nodes.len();
         let mut net = Net::new(nodes, s.network.clone());
-        let mut states = vec![(0, Self::pairs(&net, nodes))];
+        let mut states = vec![PairsAt {
+            t_ns: 0,
+            connected: Self::pairs(&net, nodes),
+        }];
         for e in &s.events {
             match &e.kind {
                 EventKind::Partition { groups } => net.partition(groups),
@@ -39,7 +51,10 @@ impl PairHistory {
                 | EventKind::Restart { .. }
                 | EventKind::Clock { .. } => continue,
             }
-            states.push((e.at_ns, Self::pairs(&net, nodes)));
+            states.push(PairsAt {
+                t_ns: e.at_ns,
+                connected: Self::pairs(&net, nodes),
+            });
         }
         PairHistory { nodes, states }
     }
@@ -63,13 +78,13 @@ impl PairHistory {
             return true;
         }
         let pair = a.min(b) * self.nodes + a.max(b);
-        let at_from = self.states.partition_point(|(t, _)| *t <= from);
+        let at_from = self.states.partition_point(|s| s.t_ns <= from);
         // The state in force at `from`: after the last event at or before it.
         let first = at_from.saturating_sub(1);
         self.states[first..]
             .iter()
-            .take_while(|(t, _)| *t <= to)
-            .all(|(_, up)| up[pair])
+            .take_while(|s| s.t_ns <= to)
+            .all(|s| s.connected[pair])
     }
 }
 

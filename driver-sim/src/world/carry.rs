@@ -1,6 +1,15 @@
-//! Carrying out a core's outputs as the NATS driver does (publishes fan out over the
-//! simulated network, KV writes and reads go to the simulated KV store), delivering what
-//! arrives, and re-arming each node's timer from its core's `poll_timeout`.
+//! Carrying out a core's outputs as the NATS driver does, delivering what arrives, and
+//! re-arming each node's timer from its core's `poll_timeout`.
+//!
+//! | output | what the simulation does |
+//! | --- | --- |
+//! | `Publish` | fans out to every other running node (the NATS driver connects with `no_echo`), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile; a copy the link's `loss` drops is told to its receiver as `MessagesLost { count: 1 }` when it would have arrived (a NATS slow consumer) |
+//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it (`KvPutOk` handed back), else `KvPutFailed` is handed back (a failed delete is dropped) |
+//! | `ReadSnapshot` | after one link latency: every entry of the members bucket, then of the health bucket, then `KvReadDone(Snapshot, complete: true)`; `complete: false` alone if the node does not reach the KV store then |
+//! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
+//! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
+//! | `IncarnationRaised` | noted in the trace; the life's incarnation is updated |
+//! | `ApplyConfig`, `ConfigCommitted`, `ConfigFailed`, `ConfigRejected`, `ConfigIgnored` | nothing (no config sync is simulated) |
 
 use std::rc::Rc;
 
@@ -12,27 +21,106 @@ use crate::net::MAX_COPIES;
 use crate::scenario::NS_PER_MS;
 use crate::trace::Record;
 
-use super::{DownEvent, Ev, FEED_CHUNK, Flight, KvRead, World};
+use super::queue::{Phase, SimEvent};
+use super::{DownEvent, World};
+
+/// Inputs handed to one node before its outputs are drained, at most.
+const MAX_INPUTS_PER_DRAIN: usize = 1024;
+
+/// A message on its way to its receivers, with their arrival times in order.
+#[derive(Debug)]
+pub(super) struct Flight {
+    /// The sender's node index.
+    pub(super) from: u32,
+    pub(super) subject: String,
+    pub(super) payload: Bytes,
+    /// The heartbeat it carries, when heartbeats are tracked
+    /// ([`super::RunOptions::track_expiry`]).
+    pub(super) heartbeat: Option<HeartbeatId>,
+    /// The copies of this flight were lost on the way: each "arrival" tells its receiver
+    /// that a message was lost ([`gslb_state_core::Input::MessagesLost`]).
+    pub(super) lost: bool,
+    /// Where and when each copy arrives, sorted.
+    pub(super) arrivals: Vec<Arrival>,
+}
+
+/// One copy of a [`Flight`] reaching one receiver.
+///
+/// Sorted by time first (then receiver and life, which only makes the order total).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Arrival {
+    /// When it arrives.
+    pub(super) at_ns: u64,
+    /// The receiver's node index.
+    pub(super) to: u32,
+    /// The receiver's life when the message was sent: a copy for an earlier life is dropped.
+    pub(super) life: u32,
+}
+
+/// A heartbeat's place in its sender's sequence, ordered by incarnation, then sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct HeartbeatId {
+    /// The sender's incarnation.
+    pub(super) incarnation: u64,
+    /// The heartbeat's sequence number in that incarnation.
+    pub(super) seq: u64,
+}
+
+/// The newest heartbeat a node has accepted from another, and when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeardHeartbeat {
+    /// Which heartbeat.
+    pub(super) id: HeartbeatId,
+    /// When it arrived; for one first learned from a membership record of the start-up
+    /// snapshot, when it was sent, by the sender's clock.
+    pub(super) at_ns: u64,
+}
+
+impl HeardHeartbeat {
+    /// Keeps in `slot` whichever of it and `id` (arrived at `at_ns`) is newer.
+    fn keep_newest(slot: &mut Option<HeardHeartbeat>, id: HeartbeatId, at_ns: u64) {
+        if slot.is_none_or(|heard| id > heard.id) {
+            *slot = Some(HeardHeartbeat { id, at_ns });
+        }
+    }
+}
+
+/// A KV read a core asked for, carried out after one link latency.
+#[derive(Debug)]
+pub(super) enum KvReadRequest {
+    /// The start-up snapshot: both buckets whole (`Output::ReadSnapshot`).
+    Snapshot,
+    /// One member's reports (`Output::Resync`).
+    Resync {
+        /// The member whose reports are read.
+        node: String,
+        /// The KV key filter of its reports.
+        filter: String,
+    },
+    /// The members bucket (`Output::ReadMembers`).
+    Members,
+}
 
 impl World<'_> {
-    pub(super) fn deliver(&mut self, flight: Rc<Flight>, idx: usize) {
-        if let Some(&(t, _, _)) = flight.arrivals.get(idx + 1) {
+    /// Arrival `arrival` of `flight` takes place, and the next one is scheduled.
+    pub(super) fn deliver(&mut self, flight: Rc<Flight>, arrival: usize) {
+        if let Some(next) = flight.arrivals.get(arrival + 1) {
             self.schedule(
-                t,
-                0,
-                Ev::Deliver {
+                next.at_ns,
+                Phase::Event,
+                SimEvent::Deliver {
                     flight: flight.clone(),
-                    idx: idx as u32 + 1,
+                    arrival: arrival as u32 + 1,
                 },
             );
         }
-        self.deliver_one(&flight, idx);
+        self.deliver_one(&flight, arrival);
     }
 
-    /// Hands arrival `idx` of `flight` to its receiver, if the path is still open: the
+    /// Hands arrival `arrival` of `flight` to its receiver, if the path is still open: the
     /// message, or for a lost one the news that a message was lost.
-    pub(super) fn deliver_one(&mut self, flight: &Flight, idx: usize) {
-        let (_, to, life) = flight.arrivals[idx];
+    pub(super) fn deliver_one(&mut self, flight: &Flight, arrival: usize) {
+        let Arrival { to, life, .. } = flight.arrivals[arrival];
         let to = to as usize;
         let from = flight.from as usize;
         if self.nodes[to].life != life
@@ -42,17 +130,14 @@ impl World<'_> {
             return;
         }
         if flight.lost {
-            self.out.losses_told += 1;
+            self.outcome.losses_told += 1;
             self.feed(to, vec![Input::MessagesLost { count: 1 }]);
             return;
         }
-        if let Some((inc, seq)) = flight.heartbeat {
-            let heard = &mut self.nodes[to].heard[from];
-            if heard.is_none_or(|(i, s, _)| (inc, seq) > (i, s)) {
-                *heard = Some((inc, seq, self.now));
-            }
+        if let Some(id) = flight.heartbeat {
+            HeardHeartbeat::keep_newest(&mut self.nodes[to].heard[from], id, self.now_ns);
         }
-        self.out.deliveries += 1;
+        self.outcome.deliveries += 1;
         let now = self.now_of(to);
         if let Some(core) = self.nodes[to].core.as_mut() {
             core.handle_received(now, &flight.subject, &flight.payload);
@@ -60,9 +145,25 @@ impl World<'_> {
         }
     }
 
-    /// Hands `inputs` to node `n`, draining its outputs every [`FEED_CHUNK`] inputs.
+    /// Node `node`'s timer fires, if it is still armed for now in life `life` (a later arm
+    /// or a restart leaves a stale timer event behind).
+    pub(super) fn fire_timer(&mut self, node: u32, life: u32) {
+        let n = node as usize;
+        if self.nodes[n].life != life || self.nodes[n].timer_at_ns != Some(self.now_ns) {
+            return;
+        }
+        self.nodes[n].timer_at_ns = None;
+        let now = self.now_of(n);
+        if let Some(core) = self.nodes[n].core.as_mut() {
+            core.handle_timeout(now);
+            self.drain(n);
+        }
+    }
+
+    /// Hands `inputs` to node `n`, draining its outputs every [`MAX_INPUTS_PER_DRAIN`]
+    /// inputs.
     pub(super) fn feed(&mut self, n: usize, inputs: Vec<Input>) {
-        for chunk in inputs.chunks(FEED_CHUNK) {
+        for chunk in inputs.chunks(MAX_INPUTS_PER_DRAIN) {
             let now = self.now_of(n);
             let Some(core) = self.nodes[n].core.as_mut() else {
                 return;
@@ -78,22 +179,22 @@ impl World<'_> {
     pub(super) fn drain(&mut self, n: usize) {
         let mut membership_changed = false;
         loop {
-            let mut outs = std::mem::take(&mut self.outputs);
+            let mut outputs = std::mem::take(&mut self.outputs);
             let Some(core) = self.nodes[n].core.as_mut() else {
                 return;
             };
-            while let Some(o) = core.poll_output() {
-                outs.push(o);
+            while let Some(output) = core.poll_output() {
+                outputs.push(output);
             }
-            if outs.is_empty() {
-                self.outputs = outs;
+            if outputs.is_empty() {
+                self.outputs = outputs;
                 break;
             }
             let mut feedback = Vec::new();
-            for o in outs.drain(..) {
-                membership_changed |= self.carry_out(n, o, &mut feedback);
+            for output in outputs.drain(..) {
+                membership_changed |= self.carry_out(n, output, &mut feedback);
             }
-            self.outputs = outs;
+            self.outputs = outputs;
             if !feedback.is_empty() {
                 let now = self.now_of(n);
                 let core = self.nodes[n].core.as_mut().expect("checked above");
@@ -102,13 +203,13 @@ impl World<'_> {
                 }
             }
         }
-        if membership_changed && !self.opts.quiet {
+        if membership_changed && !self.options.quiet {
             let active = self.nodes[n]
                 .core
                 .as_ref()
                 .map(|c| c.active_member_ids())
                 .unwrap_or_default();
-            let t_ns = self.now;
+            let t_ns = self.now_ns;
             self.record(Record::Members {
                 t_ns,
                 node: n as u32,
@@ -125,15 +226,15 @@ impl World<'_> {
         let Some(core) = node.core.as_ref() else {
             return;
         };
-        let t = node.sim_time_of(core.poll_timeout()).max(self.now);
+        let t = node.sim_time_of(core.poll_timeout()).max(self.now_ns);
         let node = &mut self.nodes[n];
-        if node.timer_at.is_none_or(|at| t < at) {
-            node.timer_at = Some(t);
+        if node.timer_at_ns.is_none_or(|at| t < at) {
+            node.timer_at_ns = Some(t);
             let life = node.life;
             self.schedule(
                 t,
-                0,
-                Ev::Timer {
+                Phase::Event,
+                SimEvent::Timer {
                     node: n as u32,
                     life,
                 },
@@ -143,8 +244,8 @@ impl World<'_> {
 
     /// Carries out one output, pushing what it hands back (KV write results) to `feedback`;
     /// returns true if membership changed.
-    fn carry_out(&mut self, n: usize, out: Output, feedback: &mut Vec<Input>) -> bool {
-        match out {
+    fn carry_out(&mut self, n: usize, output: Output, feedback: &mut Vec<Input>) -> bool {
+        match output {
             Output::Publish {
                 subject,
                 payload,
@@ -175,7 +276,7 @@ impl World<'_> {
                 false
             }
             Output::Resync { node, key_filter } => {
-                let read = KvRead::Resync {
+                let read = KvReadRequest::Resync {
                     node,
                     filter: key_filter,
                 };
@@ -183,16 +284,16 @@ impl World<'_> {
                 false
             }
             Output::ReadSnapshot => {
-                self.schedule_read(n, KvRead::Snapshot);
+                self.schedule_read(n, KvReadRequest::Snapshot);
                 false
             }
             Output::ReadMembers => {
-                self.schedule_read(n, KvRead::Members);
+                self.schedule_read(n, KvReadRequest::Members);
                 false
             }
             Output::Decision { endpoint, decision } => {
-                if !self.opts.quiet {
-                    let t_ns = self.now;
+                if !self.options.quiet {
+                    let t_ns = self.now_ns;
                     self.record(Record::Decision {
                         t_ns,
                         node: n as u32,
@@ -204,14 +305,14 @@ impl World<'_> {
             }
             Output::MemberUp { .. } => true,
             Output::MemberDown { node, reason } => {
-                if self.opts.track_expiry {
+                if self.options.track_expiry {
                     let last_heartbeat_ns = self
                         .scenario
                         .node_index(&node)
                         .and_then(|m| self.nodes[n].heard[m])
-                        .map(|(_, _, t)| t);
-                    self.out.downs.push(DownEvent {
-                        t_ns: self.now,
+                        .map(|heard| heard.at_ns);
+                    self.outcome.downs.push(DownEvent {
+                        t_ns: self.now_ns,
                         observer: n as u32,
                         member: node,
                         reason,
@@ -222,9 +323,9 @@ impl World<'_> {
             }
             Output::IncarnationRaised { from, to } => {
                 let idx = self.nodes[n].life_index;
-                self.out.lives[idx].incarnation = to;
-                if !self.opts.quiet {
-                    let t_ns = self.now;
+                self.outcome.lives[idx].incarnation = to;
+                if !self.options.quiet {
+                    let t_ns = self.now_ns;
                     self.record(Record::Note {
                         t_ns,
                         node: n as u32,
@@ -245,13 +346,13 @@ impl World<'_> {
     }
 
     /// Reads the KV for node `n` after one link latency.
-    fn schedule_read(&mut self, n: usize, read: KvRead) {
-        let t = self.now + self.kv_delay_ns;
+    fn schedule_read(&mut self, n: usize, read: KvReadRequest) {
+        let t = self.now_ns + self.kv_delay_ns;
         let life = self.nodes[n].life;
         self.schedule(
             t,
-            0,
-            Ev::KvRead {
+            Phase::Event,
+            SimEvent::KvRead {
                 node: n as u32,
                 life,
                 read,
@@ -267,12 +368,15 @@ impl World<'_> {
             return;
         }
         let node = &mut self.nodes[n];
-        node.published += 1;
-        let (life, msg) = (node.life, node.published);
-        let heartbeat = if self.opts.track_expiry && kind == MessageKind::Heartbeat {
-            self.out.heartbeats_sent[n].push(self.now);
+        node.messages_published += 1;
+        let (life, message_number) = (node.life, node.messages_published);
+        let heartbeat = if self.options.track_expiry && kind == MessageKind::Heartbeat {
+            self.outcome.heartbeats_sent[n].push(self.now_ns);
             match codec::decode(&payload) {
-                Ok(Message::Heartbeat(hb)) => Some((hb.incarnation, hb.seq)),
+                Ok(Message::Heartbeat(hb)) => Some(HeartbeatId {
+                    incarnation: hb.incarnation,
+                    seq: hb.seq,
+                }),
                 _ => None,
             }
         } else {
@@ -286,25 +390,30 @@ impl World<'_> {
             if to == n || self.nodes[to].core.is_none() || !self.net.path_open(n, to) {
                 continue;
             }
-            let fate = self
-                .net
-                .delays(self.scenario.seed, n, life, msg, to, &mut delays);
-            let last = &mut self.link_last[n * self.nodes.len() + to];
+            let fate =
+                self.net
+                    .delays(self.scenario.seed, n, life, message_number, to, &mut delays);
+            let last_ns = &mut self.link_last_arrival_ns[n * self.nodes.len() + to];
+            let receiver = Arrival {
+                at_ns: 0,
+                to: to as u32,
+                life: self.nodes[to].life,
+            };
             if fate.lost {
                 // Noticed in order with what did arrive; it moves nothing after it.
-                let at = (self.now + delays[0]).max(*last);
-                losses.push((at, to as u32, self.nodes[to].life));
+                let at_ns = (self.now_ns + delays[0]).max(*last_ns);
+                losses.push(Arrival { at_ns, ..receiver });
                 continue;
             }
-            for (c, d) in delays[..fate.copies].iter().enumerate() {
-                let mut at = self.now + d;
-                if c == 0 && !fate.held_back {
+            for (copy, delay) in delays[..fate.copies].iter().enumerate() {
+                let mut at_ns = self.now_ns + delay;
+                if copy == 0 && !fate.held_back {
                     // One publisher's messages arrive in order (NATS keeps per-connection
                     // order); only a held-back message lets later ones overtake it.
-                    at = at.max(*last);
-                    *last = at;
+                    at_ns = at_ns.max(*last_ns);
+                    *last_ns = at_ns;
                 }
-                arrivals.push((at, to as u32, self.nodes[to].life));
+                arrivals.push(Arrival { at_ns, ..receiver });
             }
         }
         if !losses.is_empty() {
@@ -333,31 +442,36 @@ impl World<'_> {
             return;
         }
         flight.arrivals.sort_unstable();
-        let first = flight.arrivals[0].0;
+        let first_ns = flight.arrivals[0].at_ns;
         let flight = Rc::new(flight);
-        self.schedule(first, 0, Ev::Deliver { flight, idx: 0 });
+        self.schedule(
+            first_ns,
+            Phase::Event,
+            SimEvent::Deliver { flight, arrival: 0 },
+        );
     }
 
-    pub(super) fn kv_read(&mut self, n: usize, read: KvRead) {
+    /// Carries out a KV read for node `n` and hands in what it read.
+    pub(super) fn kv_read(&mut self, n: usize, read: KvReadRequest) {
         if self.nodes[n].core.is_none() {
             return;
         }
         let reachable = self.net.kv_reachable(n);
         let mut inputs = Vec::new();
         match read {
-            KvRead::Snapshot if !reachable => {
+            KvReadRequest::Snapshot if !reachable => {
                 // The core asks again at a later maintenance tick.
                 inputs.push(Input::KvReadDone {
                     read: gslb_state_core::KvRead::Snapshot,
                     complete: false,
                 });
             }
-            KvRead::Snapshot => {
+            KvReadRequest::Snapshot => {
                 let idx = self.nodes[n].life_index;
-                self.out.lives[idx].snapshot_ns = Some(self.now);
+                self.outcome.lives[idx].snapshot_ns = Some(self.now_ns);
                 for bucket in [Bucket::Members, Bucket::Health] {
                     for (key, value) in self.kv.read(bucket, ">") {
-                        if self.opts.track_expiry && bucket == Bucket::Members {
+                        if self.options.track_expiry && bucket == Bucket::Members {
                             self.heard_in_snapshot(n, &value);
                         }
                         inputs.push(Input::KvEntry { bucket, key, value });
@@ -368,7 +482,7 @@ impl World<'_> {
                     complete: true,
                 });
             }
-            KvRead::Members => {
+            KvReadRequest::Members => {
                 if reachable {
                     for (key, value) in self.kv.read(Bucket::Members, ">") {
                         inputs.push(Input::KvEntry {
@@ -383,7 +497,7 @@ impl World<'_> {
                     complete: reachable,
                 });
             }
-            KvRead::Resync { node, filter } => {
+            KvReadRequest::Resync { node, filter } => {
                 if reachable {
                     for (key, value) in self.kv.read(Bucket::Health, &filter) {
                         inputs.push(Input::KvEntry {
@@ -405,20 +519,21 @@ impl World<'_> {
     /// A membership record read in the start-up snapshot vouches for its heartbeat as if it
     /// had arrived when it was sent (by the sender's clock, as the design says): track it so.
     fn heard_in_snapshot(&mut self, n: usize, value: &Bytes) {
-        let Ok(Message::Member(rec)) = codec::decode(value) else {
+        let Ok(Message::Member(record)) = codec::decode(value) else {
             return;
         };
-        let Some(m) = self.scenario.node_index(rec.node) else {
+        let Some(m) = self.scenario.node_index(record.node) else {
             return;
         };
         let age_ms = self.nodes[n]
-            .clock
-            .wall_ms(self.now)
-            .saturating_sub(rec.sent_unix_ms);
-        let at = self.now.saturating_sub(age_ms * NS_PER_MS);
-        let heard = &mut self.nodes[n].heard[m];
-        if heard.is_none_or(|(i, s, _)| (rec.incarnation, rec.hb_seq) > (i, s)) {
-            *heard = Some((rec.incarnation, rec.hb_seq, at));
-        }
+            .wall_clock
+            .wall_ms(self.now_ns)
+            .saturating_sub(record.sent_unix_ms);
+        let sent_ns = self.now_ns.saturating_sub(age_ms * NS_PER_MS);
+        let id = HeartbeatId {
+            incarnation: record.incarnation,
+            seq: record.hb_seq,
+        };
+        HeardHeartbeat::keep_newest(&mut self.nodes[n].heard[m], id, sent_ns);
     }
 }

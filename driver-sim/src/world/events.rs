@@ -11,6 +11,7 @@ use crate::trace::FaultKind;
 use super::World;
 
 impl World<'_> {
+    /// Node `n`'s id.
     fn name(&self, n: usize) -> &str {
         &self.nodes[n].id
     }
@@ -38,7 +39,7 @@ impl World<'_> {
                 continue;
             };
             let (node, healthy) = (*node, *healthy);
-            if !self.opts.quiet {
+            if !self.options.quiet {
                 let text = format!(
                     "{} sees {endpoint} {}",
                     self.name(node),
@@ -74,7 +75,9 @@ impl World<'_> {
         self.sync_connectivity();
     }
 
-    pub(super) fn apply(&mut self, i: usize) {
+    /// Scenario event `i` takes effect (with the observations of its instant, for the first
+    /// of them), and every running node is told whether it reaches the broker.
+    pub(super) fn apply_scenario_event(&mut self, i: usize) {
         if i < self.observed_until {
             return;
         }
@@ -109,7 +112,7 @@ impl World<'_> {
             }
             EventKind::Leave(n) => {
                 if self.nodes[n].core.is_some() {
-                    let how = if self.nodes[n].connected {
+                    let how = if self.nodes[n].told_connected {
                         "announces it and stops"
                     } else {
                         "cannot announce it (not connected) and stops"
@@ -126,8 +129,8 @@ impl World<'_> {
                 if self.nodes[n].core.is_none() {
                     let mut text = format!("{} restarts", self.name(n));
                     if let Some(offset_ms) = clock_offset_ms {
-                        let before = self.nodes[n].clock.offset_at_ms(self.now);
-                        self.nodes[n].clock.step_to(self.now, offset_ms);
+                        let before = self.nodes[n].wall_clock.offset_at_ms(self.now_ns);
+                        self.nodes[n].wall_clock.step_to(self.now_ns, offset_ms);
                         text.push_str(&format!(
                             ", its wall clock stepped from offset {before} ms to {offset_ms} ms"
                         ));
@@ -160,8 +163,10 @@ impl World<'_> {
                 offset_ms,
                 drift_ppb,
             } => {
-                self.nodes[node].clock.set(self.now, offset_ms, drift_ppb);
-                let offset = self.nodes[node].clock.offset_at_ms(self.now);
+                self.nodes[node]
+                    .wall_clock
+                    .set(self.now_ns, offset_ms, drift_ppb);
+                let offset = self.nodes[node].wall_clock.offset_at_ms(self.now_ns);
                 let text = format!(
                     "{} clock offset {offset} ms, drift {} ppm",
                     self.name(node),

@@ -7,11 +7,12 @@ use crate::scenario::fmt_time;
 use super::{ExpectOutcome, NodeProbe, Probe, World, queue_bound};
 
 impl World<'_> {
+    /// Checks expectation `i` against the state in force now.
     pub(super) fn check_expect(&mut self, i: usize) {
         let x = &self.scenario.expects[i];
         let node = &self.nodes[x.node];
         let Some(core) = node.core.as_ref() else {
-            self.out.expects.push(ExpectOutcome {
+            self.outcome.expects.push(ExpectOutcome {
                 index: i,
                 ok: false,
                 seen: format!("{} is not running", node.id),
@@ -72,7 +73,7 @@ impl World<'_> {
                 ));
             }
         }
-        self.out.expects.push(ExpectOutcome {
+        self.outcome.expects.push(ExpectOutcome {
             index: i,
             ok: why.is_empty(),
             seen: seen.join("; "),
@@ -80,6 +81,7 @@ impl World<'_> {
         });
     }
 
+    /// Takes probe `i`: every running node's connection, members, decisions and observations.
     pub(super) fn probe(&mut self, i: usize) {
         let nodes = (0..self.nodes.len())
             .map(|n| {
@@ -92,8 +94,8 @@ impl World<'_> {
                 })
             })
             .collect();
-        self.out.probes.push(Probe {
-            t_ns: self.opts.probes_ns[i],
+        self.outcome.probes.push(Probe {
+            t_ns: self.options.probes_ns[i],
             nodes,
         });
     }
@@ -102,22 +104,22 @@ impl World<'_> {
     pub(super) fn sample(&mut self) {
         let n = self.nodes.len();
         let queue_bound = queue_bound(n);
-        let queued = self.queue.len() + self.globals.len();
+        let queued = self.node_events.len() + self.global_events.len();
         if queued > queue_bound {
             let msg = format!(
                 "at {}: {queued} events queued, bound {queue_bound}",
-                fmt_time(self.now)
+                fmt_time(self.now_ns)
             );
-            self.out.bound_violations.push(msg);
+            self.outcome.bound_violations.push(msg);
         }
         let kv_bound = n * (self.max_endpoints + 1);
         let kv_len = self.kv.len(Bucket::Members) + self.kv.len(Bucket::Health);
         if kv_len > kv_bound {
             let msg = format!(
                 "at {}: {kv_len} KV entries, bound {kv_bound}",
-                fmt_time(self.now)
+                fmt_time(self.now_ns)
             );
-            self.out.bound_violations.push(msg);
+            self.outcome.bound_violations.push(msg);
         }
         for node in &self.nodes {
             let Some(core) = node.core.as_ref() else {
@@ -142,8 +144,8 @@ impl World<'_> {
                 problems.push(format!("{full} outputs dropped on a full queue"));
             }
             for p in problems {
-                let msg = format!("at {}: {}: {p}", fmt_time(self.now), node.id);
-                self.out.bound_violations.push(msg);
+                let msg = format!("at {}: {}: {p}", fmt_time(self.now_ns), node.id);
+                self.outcome.bound_violations.push(msg);
             }
         }
     }

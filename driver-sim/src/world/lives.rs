@@ -11,6 +11,7 @@ use crate::clock::{Clock, MonoClock};
 use crate::scenario::NodeSpec;
 use crate::trace::Record;
 
+use super::carry::HeardHeartbeat;
 use super::{CLUSTER_ID, Life, World};
 
 /// One simulated node: its core (while running) and what survives a crash.
@@ -19,24 +20,26 @@ pub(super) struct SimNode {
     pub(super) id: String,
     pub(super) region: String,
     pub(super) core: Option<Node>,
-    /// Bumped on every start and stop; stale deliveries, timers and reads carry an old one.
+    /// The life number, bumped on every start and stop; stale deliveries, timers and reads
+    /// carry an old one.
     pub(super) life: u32,
     /// The wall clock.
-    pub(super) clock: Clock,
+    pub(super) wall_clock: Clock,
     /// The monotonic clock.
-    pub(super) mono: MonoClock,
+    pub(super) monotonic: MonoClock,
     /// When the current (or last) life started.
     pub(super) started_ns: u64,
     /// The instant of the earliest pending timer event.
-    pub(super) timer_at: Option<u64>,
+    pub(super) timer_at_ns: Option<u64>,
     /// Messages published in this life.
-    pub(super) published: u64,
+    pub(super) messages_published: u64,
     /// What this node's probes see (survives crashes: the probes see it again on restart).
     pub(super) observations: BTreeMap<String, bool>,
-    /// What we last told the core.
-    pub(super) connected: bool,
-    /// Newest heartbeat (incarnation, seq, arrival) accepted from each node, this life.
-    pub(super) heard: Vec<Option<(u64, u64, u64)>>,
+    /// Whether the core was last told it is connected.
+    pub(super) told_connected: bool,
+    /// Per node index: the newest heartbeat accepted from it this life, when heartbeats are
+    /// tracked ([`super::RunOptions::track_expiry`]).
+    pub(super) heard: Vec<Option<HeardHeartbeat>>,
     /// This life's index in [`super::Outcome::lives`].
     pub(super) life_index: usize,
 }
@@ -49,13 +52,13 @@ impl SimNode {
             region: spec.region.clone(),
             core: None,
             life: 0,
-            clock: Clock::new(spec.clock_offset_ms, spec.drift_ppb),
-            mono: MonoClock::from_offset(spec.monotonic_offset_ns),
+            wall_clock: Clock::new(spec.clock_offset_ms, spec.drift_ppb),
+            monotonic: MonoClock::from_offset(spec.monotonic_offset_ns),
             started_ns: 0,
-            timer_at: None,
-            published: 0,
+            timer_at_ns: None,
+            messages_published: 0,
             observations: BTreeMap::new(),
-            connected: false,
+            told_connected: false,
             heard: vec![None; nodes],
             life_index: 0,
         }
@@ -64,21 +67,21 @@ impl SimNode {
     /// Both of this node's clocks at simulated time `t_ns`.
     pub(super) fn now_at(&self, t_ns: u64) -> Now {
         Now::new(
-            Instant::from_nanos(self.mono.instant_ns(t_ns, self.started_ns)),
-            WallTime::from_unix_ms(self.clock.wall_ms(t_ns)),
+            Instant::from_nanos(self.monotonic.instant_ns(t_ns, self.started_ns)),
+            WallTime::from_unix_ms(self.wall_clock.wall_ms(t_ns)),
         )
     }
 
     /// The simulated time at which this node's monotonic clock reads `wake`.
     pub(super) fn sim_time_of(&self, wake: Instant) -> u64 {
-        self.mono.sim_time_ns(wake.as_nanos(), self.started_ns)
+        self.monotonic.sim_time_ns(wake.as_nanos(), self.started_ns)
     }
 }
 
 impl World<'_> {
     /// Node `n`'s clocks now.
     pub(super) fn now_of(&self, n: usize) -> Now {
-        self.nodes[n].now_at(self.now)
+        self.nodes[n].now_at(self.now_ns)
     }
 
     /// Starts node `n` (at time 0 or on a restart): a new core, which chooses its own
@@ -95,13 +98,13 @@ impl World<'_> {
             confirm_apply: false,
             limits: Limits::default(),
         };
-        self.nodes[n].started_ns = self.now;
+        self.nodes[n].started_ns = self.now_ns;
         let now = self.now_of(n);
         let core = match Node::new(config, now) {
             Ok(core) => core,
             Err(e) => {
                 // The scenario was validated; a refusal here is a bug worth seeing.
-                let t_ns = self.now;
+                let t_ns = self.now_ns;
                 self.record(Record::Note {
                     t_ns,
                     node: n as u32,
@@ -110,9 +113,9 @@ impl World<'_> {
                 return;
             }
         };
-        self.out.lives.push(Life {
+        self.outcome.lives.push(Life {
             node: n as u32,
-            started_ns: self.now,
+            started_ns: self.now_ns,
             stopped_ns: None,
             left: false,
             snapshot_ns: None,
@@ -120,14 +123,14 @@ impl World<'_> {
         });
         let node = &mut self.nodes[n];
         node.life += 1;
-        node.life_index = self.out.lives.len() - 1;
+        node.life_index = self.outcome.lives.len() - 1;
         node.core = Some(core);
-        node.timer_at = None;
-        node.published = 0;
-        node.connected = false;
+        node.timer_at_ns = None;
+        node.messages_published = 0;
+        node.told_connected = false;
         node.heard.iter_mut().for_each(|h| *h = None);
-        if !self.opts.quiet {
-            let t_ns = self.now;
+        if !self.options.quiet {
+            let t_ns = self.now_ns;
             let id = self.nodes[n].id.clone();
             self.record(Record::Members {
                 t_ns,
@@ -161,9 +164,9 @@ impl World<'_> {
         let node = &mut self.nodes[n];
         node.core = None;
         node.life += 1;
-        node.timer_at = None;
-        let life = &mut self.out.lives[node.life_index];
-        life.stopped_ns = Some(self.now);
+        node.timer_at_ns = None;
+        let life = &mut self.outcome.lives[node.life_index];
+        life.stopped_ns = Some(self.now_ns);
         life.left = left;
     }
 
@@ -174,8 +177,8 @@ impl World<'_> {
                 continue;
             }
             let connected = self.net.connected(n);
-            if connected != self.nodes[n].connected {
-                self.nodes[n].connected = connected;
+            if connected != self.nodes[n].told_connected {
+                self.nodes[n].told_connected = connected;
                 let c = if connected {
                     Connectivity::Connected
                 } else {

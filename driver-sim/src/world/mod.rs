@@ -1,172 +1,106 @@
 //! The event loop: N real cores over the simulated network and KV store, driven exactly as a
 //! production driver drives one core, with simulated time jumping from event to event.
 //!
-//! How each output of the core is carried out (in `carry.rs`):
+//! This module holds the [`World`] and its scheduler: the queues (`queue.rs` says what they
+//! hold and in which order it runs), the main loop, and the windows in which node events run
+//! node by node. The rest is in modules of their own:
 //!
-//! | output | what the simulation does |
-//! | --- | --- |
-//! | `Publish` | fans out to every other running node (the NATS driver connects with `no_echo`), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile; a copy the link's `loss` drops is told to its receiver as `MessagesLost { count: 1 }` when it would have arrived (a NATS slow consumer) |
-//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it (`KvPutOk` handed back), else `KvPutFailed` is handed back (a failed delete is dropped) |
-//! | `ReadSnapshot` | after one link latency: every entry of the members bucket, then of the health bucket, then `KvReadDone(Snapshot, complete: true)`; `complete: false` alone if the node does not reach the KV store then |
-//! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
-//! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
-//! | `IncarnationRaised` | noted in the trace; the life's incarnation is updated |
-//! | `ApplyConfig`, `ConfigCommitted`, `ConfigFailed`, `ConfigRejected`, `ConfigIgnored` | nothing (no config sync is simulated) |
-//!
-//! Nodes start, crash, leave and restart in `lives.rs` (each with its own monotonic clock
-//! origin and wall clock), scenario events take effect in `events.rs`, and expectations,
-//! probes and memory samples look at the state in `inspect.rs`. What a run leaves is in
-//! `outcome.rs`.
+//! * `carry.rs`: carrying out each output of a core (publishes over the simulated network, KV
+//!   writes and reads), delivering what arrives, and re-arming each node's timer;
+//! * `lives.rs`: nodes start, crash, leave and restart, each life with its own monotonic clock
+//!   origin and wall clock, and are told when they reach the broker;
+//! * `events.rs`: scenario events taking effect;
+//! * `inspect.rs`: expectations, probes and memory samples, which look at the state;
+//! * `outcome.rs`: what a run is asked to record and what it leaves.
 
 mod carry;
 mod events;
 mod inspect;
 mod lives;
 mod outcome;
+mod queue;
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use gslb_state_core::Output;
 
 use crate::kv::Kv;
 use crate::net::Net;
 use crate::scenario::Scenario;
-use crate::trace::{FaultKind, Record};
+use crate::trace::Record;
 
+use carry::Flight;
 use lives::SimNode;
 pub use outcome::{
     DownEvent, ExpectOutcome, Life, NodeProbe, Outcome, Probe, RunOptions, queue_bound,
 };
+use queue::{Moment, Phase, Scheduled, SimEvent};
 
 /// The cluster id every simulated node belongs to.
 pub const CLUSTER_ID: &str = "sim";
 
-/// Inputs handed to one node before its outputs are drained, at most.
-const FEED_CHUNK: usize = 1024;
-
-/// A message on its way to its receivers, with their arrival times in order.
-#[derive(Debug)]
-struct Flight {
-    from: u32,
-    subject: String,
-    payload: Bytes,
-    /// (heartbeat incarnation, sequence), when tracked.
-    heartbeat: Option<(u64, u64)>,
-    /// The copies of this flight were lost on the way: each "arrival" tells its receiver
-    /// that a message was lost ([`gslb_state_core::Input::MessagesLost`]).
-    lost: bool,
-    /// (arrival time, receiver, receiver's life), sorted.
-    arrivals: Vec<(u64, u32, u32)>,
-}
-
-#[derive(Debug)]
-enum KvRead {
-    Snapshot,
-    Resync { node: String, filter: String },
-    Members,
-}
-
-#[derive(Debug)]
-enum Ev {
-    /// A node that starts after time 0.
-    Start(usize),
-    Scenario(usize),
-    Timer {
-        node: u32,
-        life: u32,
-    },
-    Deliver {
-        flight: Rc<Flight>,
-        idx: u32,
-    },
-    KvRead {
-        node: u32,
-        life: u32,
-        read: KvRead,
-    },
-    Expect(usize),
-    Probe(usize),
-    Sample,
-}
-
-/// An event in the queue, ordered by (time, class, insertion order).
-#[derive(Debug)]
-struct Scheduled {
-    t_ns: u64,
-    /// 0 for events, 1 for observations of the state (after every event of the instant).
-    class: u8,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap, we want the earliest first.
-        (other.t_ns, other.class, other.seq).cmp(&(self.t_ns, self.class, self.seq))
-    }
-}
-
-/// A node event inside a window.
+/// A node event of the current window, in a node's bucket.
 #[derive(Debug, Clone, Copy)]
-struct WinItem {
+struct WindowItem {
+    /// When it runs.
     t_ns: u64,
+    /// Insertion order, among events of the same time.
     seq: u64,
-    what: WinWhat,
+    /// What runs.
+    kind: WindowEventKind,
 }
 
+/// What a [`WindowItem`] runs.
 #[derive(Debug, Clone, Copy)]
-enum WinWhat {
+enum WindowEventKind {
+    /// The node's timer, armed in life `life`.
     Timer {
+        /// The life that armed it.
         life: u32,
     },
-    /// Arrival `idx` of the window's flight number `flight`.
+    /// An arrival of one of the window's flights.
     Deliver {
+        /// Index into the window's flights.
         flight: u32,
-        idx: u32,
+        /// Index into that flight's [`Flight::arrivals`].
+        arrival: u32,
     },
 }
 
 /// The simulation of one scenario.
 pub struct World<'a> {
     scenario: &'a Scenario,
-    opts: RunOptions,
-    now: u64,
+    options: RunOptions,
+    /// Simulated time of the event running.
+    now_ns: u64,
+    /// The insertion order of the latest scheduled event.
     seq: u64,
     /// Node events: timers and deliveries.
-    queue: BinaryHeap<Scheduled>,
+    node_events: BinaryHeap<Scheduled>,
     /// Events that touch shared state: scenario events, KV reads, observations of the state.
-    globals: BinaryHeap<Scheduled>,
-    /// The events of the node running in the current window.
-    local: BinaryHeap<Scheduled>,
-    /// The node running in the current window, and the window's end.
+    global_events: BinaryHeap<Scheduled>,
+    /// The timers the node running in the current window arms within the window.
+    window_timers: BinaryHeap<Scheduled>,
+    /// The node running in the current window.
     window_node: Option<u32>,
-    window_end: (u64, u8),
+    /// The current window's end (exclusive).
+    window_end: Moment,
     /// Per node: its events of the current window (kept to reuse their memory).
-    win_buckets: Vec<Vec<WinItem>>,
+    window_items: Vec<Vec<WindowItem>>,
     /// The messages delivered in the current window.
-    win_flights: Vec<Rc<Flight>>,
+    window_flights: Vec<Rc<Flight>>,
     /// Latest in-order arrival per link, `from * nodes + to`.
-    link_last: Vec<u64>,
+    link_last_arrival_ns: Vec<u64>,
     nodes: Vec<SimNode>,
     net: Net,
     kv: Kv,
+    /// How long a KV read takes: one link latency.
     kv_delay_ns: u64,
+    /// Endpoints the scenario names: the bound on what a core may know.
     max_endpoints: usize,
-    out: Outcome,
+    outcome: Outcome,
+    /// A node's drained outputs (kept to reuse their memory).
     outputs: Vec<Output>,
     /// Scenario events before this index were applied with an earlier observation batch.
     observed_until: usize,
@@ -174,7 +108,7 @@ pub struct World<'a> {
 
 impl<'a> World<'a> {
     /// A world ready to run `scenario`.
-    pub fn new(scenario: &'a Scenario, opts: RunOptions) -> Self {
+    pub fn new(scenario: &'a Scenario, options: RunOptions) -> Self {
         let n = scenario.nodes.len();
         let nodes = scenario
             .nodes
@@ -183,25 +117,25 @@ impl<'a> World<'a> {
             .collect();
         World {
             scenario,
-            now: 0,
+            now_ns: 0,
             seq: 0,
-            queue: BinaryHeap::new(),
-            globals: BinaryHeap::new(),
-            local: BinaryHeap::new(),
+            node_events: BinaryHeap::new(),
+            global_events: BinaryHeap::new(),
+            window_timers: BinaryHeap::new(),
             window_node: None,
-            window_end: (0, 0),
-            win_buckets: (0..n).map(|_| Vec::new()).collect(),
-            win_flights: Vec::new(),
-            link_last: vec![0; n * n],
+            window_end: Moment::START,
+            window_items: (0..n).map(|_| Vec::new()).collect(),
+            window_flights: Vec::new(),
+            link_last_arrival_ns: vec![0; n * n],
             nodes,
             net: Net::new(n, scenario.network.clone()),
             kv: Kv::default(),
             kv_delay_ns: scenario.network.default.latency_ns,
             max_endpoints: scenario.endpoints().len(),
-            out: Outcome::new(scenario.nodes.iter().map(|s| s.id.clone()).collect()),
+            outcome: Outcome::new(scenario.nodes.iter().map(|s| s.id.clone()).collect()),
             outputs: Vec::new(),
             observed_until: 0,
-            opts,
+            options,
         }
     }
 
@@ -211,23 +145,23 @@ impl<'a> World<'a> {
         for n in 0..self.nodes.len() {
             let t = self.scenario.nodes[n].start_ns;
             if t > 0 {
-                self.schedule(t, 0, Ev::Start(n));
+                self.schedule(t, Phase::Event, SimEvent::LateStart(n));
             }
         }
         for i in 0..self.scenario.events.len() {
             let t = self.scenario.events[i].at_ns;
-            self.schedule(t, 0, Ev::Scenario(i));
+            self.schedule(t, Phase::Event, SimEvent::Scenario(i));
         }
         for i in 0..self.scenario.expects.len() {
             let t = self.scenario.expects[i].at_ns;
-            self.schedule(t, 1, Ev::Expect(i));
+            self.schedule(t, Phase::Observe, SimEvent::Expect(i));
         }
-        for i in 0..self.opts.probes_ns.len() {
-            let t = self.opts.probes_ns[i];
-            self.schedule(t, 1, Ev::Probe(i));
+        for i in 0..self.options.probes_ns.len() {
+            let t = self.options.probes_ns[i];
+            self.schedule(t, Phase::Observe, SimEvent::Probe(i));
         }
-        if self.opts.sample_every_ns > 0 {
-            self.schedule(0, 1, Ev::Sample);
+        if self.options.sample_every_ns > 0 {
+            self.schedule(0, Phase::Observe, SimEvent::Sample);
         }
         for n in 0..self.nodes.len() {
             if self.scenario.nodes[n].start_ns == 0 {
@@ -235,64 +169,67 @@ impl<'a> World<'a> {
             }
         }
         self.sync_connectivity();
-        let end = self.scenario.duration_ns;
+        let end_ns = self.scenario.duration_ns;
         loop {
-            let global = self.globals.peek().map(|s| (s.t_ns, s.class));
-            let local = self.queue.peek().map(|s| s.t_ns);
+            let global = self.global_events.peek().map(Scheduled::moment);
+            let local = self.node_events.peek().map(|s| s.t_ns);
             let global_first = match (global, local) {
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some(g), Some(l)) => g <= (l, 0),
+                (Some(g), Some(l)) => g <= Moment::event(l),
             };
             if global_first {
-                let s = self.globals.pop().expect("peeked above");
-                if s.t_ns > end {
+                let s = self.global_events.pop().expect("peeked above");
+                if s.t_ns > end_ns {
                     break;
                 }
-                self.now = s.t_ns;
-                self.out.events += 1;
-                self.step(s.ev);
+                self.now_ns = s.t_ns;
+                self.outcome.events += 1;
+                self.step(s.event);
             } else {
                 let t = local.expect("checked above");
-                if t > end {
+                if t > end_ns {
                     break;
                 }
-                let bound = (t + self.net.min_delay_ns().max(1), 0);
+                let bound = Moment::event(t + self.net.min_delay_ns().max(1));
                 let bound = match global {
                     Some(g) if g < bound => g,
                     _ => bound,
                 };
-                self.window(bound, end);
+                self.window(bound, end_ns);
             }
         }
-        self.out.expects.sort_by_key(|x| x.index);
-        self.out.probes.sort_by_key(|p| p.t_ns);
-        self.out
+        self.outcome.expects.sort_by_key(|x| x.index);
+        self.outcome.probes.sort_by_key(|p| p.t_ns);
+        self.outcome
     }
 
-    fn schedule(&mut self, t_ns: u64, class: u8, ev: Ev) {
+    /// Queues `event` at `t_ns`: a timer the node running in the current window arms within
+    /// the window runs in it, other node events wait for a window, and everything else runs
+    /// on its own.
+    fn schedule(&mut self, t_ns: u64, phase: Phase, event: SimEvent) {
         self.seq += 1;
         let s = Scheduled {
             t_ns,
-            class,
+            phase,
             seq: self.seq,
-            ev,
+            event,
         };
-        match &s.ev {
-            Ev::Timer { node, .. }
-                if self.window_node == Some(*node) && (t_ns, 0) < self.window_end =>
+        match &s.event {
+            SimEvent::Timer { node, .. }
+                if self.window_node == Some(*node) && Moment::event(t_ns) < self.window_end =>
             {
-                self.local.push(s);
+                self.window_timers.push(s);
             }
-            Ev::Timer { .. } | Ev::Deliver { .. } => self.queue.push(s),
-            _ => self.globals.push(s),
+            e if e.is_node_event() => self.node_events.push(s),
+            _ => self.global_events.push(s),
         }
-        let queued = self.queue.len() + self.globals.len();
-        self.out.peak_queue = self.out.peak_queue.max(queued);
+        let queued = self.node_events.len() + self.global_events.len();
+        self.outcome.peak_queue = self.outcome.peak_queue.max(queued);
     }
 
-    /// Runs every node event before `bound` (time, class), node by node.
+    /// Runs every node event before `bound`, node by node.
     ///
     /// Nodes talk only through deliveries, and no delivery takes less than the smallest link
     /// delay, so events of different nodes less than that apart cannot affect each other:
@@ -300,64 +237,108 @@ impl<'a> World<'a> {
     /// (which keeps each node's state in cache). Events that touch shared state (scenario
     /// events, KV reads, expectations) are never inside a window; KV writes are (each node
     /// writes only its own keys). Records of the window are then put back in time order.
-    fn window(&mut self, bound: (u64, u8), end: u64) {
-        let limit = |t: u64| (t, 0) < bound && t <= end;
-        let mut buckets = std::mem::take(&mut self.win_buckets);
-        let mut flights = std::mem::take(&mut self.win_flights);
+    fn window(&mut self, bound: Moment, end_ns: u64) {
+        let mut items = std::mem::take(&mut self.window_items);
+        let mut flights = std::mem::take(&mut self.window_flights);
+        let touched = self.collect_window(bound, end_ns, &mut items, &mut flights);
+        let first_record = self.outcome.trace.records.len();
+        let first_down = self.outcome.downs.len();
+        self.window_end = bound;
+        for node in touched {
+            self.window_node = Some(node);
+            let mut node_items = std::mem::take(&mut items[node as usize]);
+            node_items.sort_unstable_by_key(|w| (w.t_ns, w.seq));
+            for item in node_items.drain(..) {
+                // Timers this node armed within the window run in their place.
+                self.run_window_timers_before(Some(item));
+                self.now_ns = item.t_ns;
+                self.outcome.events += 1;
+                match item.kind {
+                    WindowEventKind::Deliver { flight, arrival } => {
+                        let flight = flights[flight as usize].clone();
+                        self.deliver_one(&flight, arrival as usize);
+                    }
+                    WindowEventKind::Timer { life } => self.fire_timer(node, life),
+                }
+            }
+            self.run_window_timers_before(None);
+            items[node as usize] = node_items;
+        }
+        self.window_node = None;
+        self.window_end = Moment::START;
+        flights.clear();
+        self.window_flights = flights;
+        self.window_items = items;
+        self.outcome.trace.records[first_record..].sort_by_key(Record::t_ns);
+        self.outcome.downs[first_down..].sort_by_key(|d| d.t_ns);
+    }
+
+    /// Moves every node event before `bound` (and at most `end_ns`) from the queue into the
+    /// bucket of its node in `items`; a delivery's later arrivals within the window go with
+    /// it, and its first arrival past the window goes back to the queue. Returns the nodes
+    /// with events, in index order.
+    fn collect_window(
+        &mut self,
+        bound: Moment,
+        end_ns: u64,
+        items: &mut [Vec<WindowItem>],
+        flights: &mut Vec<Rc<Flight>>,
+    ) -> Vec<u32> {
+        let within = |t_ns: u64| Moment::event(t_ns) < bound && t_ns <= end_ns;
         let mut touched: Vec<u32> = Vec::new();
-        let mut put = |buckets: &mut Vec<Vec<WinItem>>, node: u32, item: WinItem| {
-            let b = &mut buckets[node as usize];
-            if b.is_empty() {
+        let mut put = |items: &mut [Vec<WindowItem>], node: u32, item: WindowItem| {
+            let bucket = &mut items[node as usize];
+            if bucket.is_empty() {
                 touched.push(node);
             }
-            b.push(item);
+            bucket.push(item);
         };
-        while let Some(top) = self.queue.peek() {
-            if !limit(top.t_ns) {
+        while let Some(top) = self.node_events.peek() {
+            if !within(top.t_ns) {
                 break;
             }
-            let s = self.queue.pop().expect("peeked above");
-            match s.ev {
-                Ev::Timer { node, life } => put(
-                    &mut buckets,
+            let s = self.node_events.pop().expect("peeked above");
+            match s.event {
+                SimEvent::Timer { node, life } => put(
+                    items,
                     node,
-                    WinItem {
+                    WindowItem {
                         t_ns: s.t_ns,
                         seq: s.seq,
-                        what: WinWhat::Timer { life },
+                        kind: WindowEventKind::Timer { life },
                     },
                 ),
-                Ev::Deliver { flight, idx } => {
-                    let mut i = idx as usize;
-                    let fi = flights.len() as u32;
-                    while let Some(&(t, to, _)) = flight.arrivals.get(i) {
-                        if !limit(t) {
+                SimEvent::Deliver { flight, arrival } => {
+                    let mut i = arrival as usize;
+                    let flight_index = flights.len() as u32;
+                    while let Some(a) = flight.arrivals.get(i) {
+                        if !within(a.at_ns) {
                             break;
                         }
                         self.seq += 1;
                         put(
-                            &mut buckets,
-                            to,
-                            WinItem {
-                                t_ns: t,
+                            items,
+                            a.to,
+                            WindowItem {
+                                t_ns: a.at_ns,
                                 seq: self.seq,
-                                what: WinWhat::Deliver {
-                                    flight: fi,
-                                    idx: i as u32,
+                                kind: WindowEventKind::Deliver {
+                                    flight: flight_index,
+                                    arrival: i as u32,
                                 },
                             },
                         );
                         i += 1;
                     }
-                    if let Some(&(t, _, _)) = flight.arrivals.get(i) {
+                    if let Some(a) = flight.arrivals.get(i) {
                         self.seq += 1;
-                        self.queue.push(Scheduled {
-                            t_ns: t,
-                            class: 0,
+                        self.node_events.push(Scheduled {
+                            t_ns: a.at_ns,
+                            phase: Phase::Event,
                             seq: self.seq,
-                            ev: Ev::Deliver {
+                            event: SimEvent::Deliver {
                                 flight: flight.clone(),
-                                idx: i as u32,
+                                arrival: i as u32,
                             },
                         });
                     }
@@ -365,106 +346,52 @@ impl<'a> World<'a> {
                 }
                 other => {
                     // Only node events are queued here; keep anything else in order.
-                    self.globals.push(Scheduled { ev: other, ..s });
+                    self.global_events.push(Scheduled { event: other, ..s });
                 }
             }
         }
         touched.sort_unstable();
-        let first_record = self.out.trace.records.len();
-        let first_down = self.out.downs.len();
-        self.window_end = bound;
-        for node in touched {
-            self.window_node = Some(node);
-            let mut items = std::mem::take(&mut buckets[node as usize]);
-            items.sort_unstable_by_key(|w| (w.t_ns, w.seq));
-            for w in items.drain(..) {
-                // Timers this node armed within the window run in their place.
-                while self
-                    .local
-                    .peek()
-                    .is_some_and(|l| (l.t_ns, l.seq) < (w.t_ns, w.seq))
-                {
-                    let l = self.local.pop().expect("peeked above");
-                    self.now = l.t_ns;
-                    self.out.events += 1;
-                    self.step(l.ev);
-                }
-                self.now = w.t_ns;
-                self.out.events += 1;
-                match w.what {
-                    WinWhat::Deliver { flight, idx } => {
-                        let f = flights[flight as usize].clone();
-                        self.deliver_one(&f, idx as usize);
-                    }
-                    WinWhat::Timer { life } => self.step(Ev::Timer { node, life }),
-                }
+        touched
+    }
+
+    /// Runs the timers the window's node armed within the window that come before `item`
+    /// (by time, then insertion order), or all of them.
+    fn run_window_timers_before(&mut self, item: Option<WindowItem>) {
+        while let Some(timer) = self.window_timers.peek() {
+            if item.is_some_and(|item| (timer.t_ns, timer.seq) >= (item.t_ns, item.seq)) {
+                break;
             }
-            while let Some(l) = self.local.pop() {
-                self.now = l.t_ns;
-                self.out.events += 1;
-                self.step(l.ev);
-            }
-            buckets[node as usize] = items;
+            let timer = self.window_timers.pop().expect("peeked above");
+            self.now_ns = timer.t_ns;
+            self.outcome.events += 1;
+            self.step(timer.event);
         }
-        self.window_node = None;
-        self.window_end = (0, 0);
-        flights.clear();
-        self.win_flights = flights;
-        self.win_buckets = buckets;
-        self.out.trace.records[first_record..].sort_by_key(Record::t_ns);
-        self.out.downs[first_down..].sort_by_key(|d| d.t_ns);
     }
 
-    fn record(&mut self, r: Record) {
-        self.out.trace.records.push(r);
-    }
-
-    fn fault(&mut self, kind: FaultKind, node: Option<usize>, text: String) {
-        let t_ns = self.now;
-        self.record(Record::Fault {
-            t_ns,
-            kind,
-            node: node.map(|n| n as u32),
-            text,
-        });
-    }
-
-    // ---- the loop ----
-
-    fn step(&mut self, ev: Ev) {
-        match ev {
-            Ev::Start(n) => self.start_late(n),
-            Ev::Scenario(i) => self.apply(i),
-            Ev::Timer { node, life } => {
-                let n = node as usize;
-                if self.nodes[n].life != life || self.nodes[n].timer_at != Some(self.now) {
-                    return;
-                }
-                self.nodes[n].timer_at = None;
-                let now = self.now_of(n);
-                if let Some(core) = self.nodes[n].core.as_mut() {
-                    core.handle_timeout(now);
-                    self.drain(n);
-                }
-            }
-            Ev::Deliver { flight, idx } => self.deliver(flight, idx as usize),
-            Ev::KvRead { node, life, read } => {
+    /// Runs one event.
+    fn step(&mut self, event: SimEvent) {
+        match event {
+            SimEvent::LateStart(n) => self.start_late(n),
+            SimEvent::Scenario(i) => self.apply_scenario_event(i),
+            SimEvent::Timer { node, life } => self.fire_timer(node, life),
+            SimEvent::Deliver { flight, arrival } => self.deliver(flight, arrival as usize),
+            SimEvent::KvRead { node, life, read } => {
                 if self.nodes[node as usize].life == life {
                     self.kv_read(node as usize, read);
                 }
             }
-            Ev::Expect(i) => self.check_expect(i),
-            Ev::Probe(i) => self.probe(i),
-            Ev::Sample => {
+            SimEvent::Expect(i) => self.check_expect(i),
+            SimEvent::Probe(i) => self.probe(i),
+            SimEvent::Sample => {
                 self.sample();
-                let t = self.now + self.opts.sample_every_ns;
-                self.schedule(t, 1, Ev::Sample);
+                let t = self.now_ns + self.options.sample_every_ns;
+                self.schedule(t, Phase::Observe, SimEvent::Sample);
             }
         }
     }
 }
 
-/// Runs `scenario` with `opts`.
-pub fn run(scenario: &Scenario, opts: RunOptions) -> Outcome {
-    World::new(scenario, opts).run()
+/// Runs `scenario` with `options`.
+pub fn run(scenario: &Scenario, options: RunOptions) -> Outcome {
+    World::new(scenario, options).run()
 }

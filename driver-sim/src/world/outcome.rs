@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use gslb_state_core::{Decision, DownReason};
 
-use crate::trace::Trace;
+use crate::trace::{FaultKind, Record, Trace};
+
+use super::World;
 
 /// What a run records besides the trace.
 #[derive(Debug, Clone, Default)]
@@ -144,4 +146,22 @@ impl Outcome {
 /// the publishes of a few heartbeat intervals in flight, each one event.
 pub fn queue_bound(nodes: usize) -> usize {
     64 + nodes * 64
+}
+
+impl World<'_> {
+    /// Adds `record` to the trace.
+    pub(super) fn record(&mut self, record: Record) {
+        self.outcome.trace.records.push(record);
+    }
+
+    /// Records a scenario event that took effect now, concerning `node` (if one).
+    pub(super) fn fault(&mut self, kind: FaultKind, node: Option<usize>, text: String) {
+        let t_ns = self.now_ns;
+        self.record(Record::Fault {
+            t_ns,
+            kind,
+            node: node.map(|n| n as u32),
+            text,
+        });
+    }
 }

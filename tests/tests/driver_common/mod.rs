@@ -1,5 +1,5 @@
 //! Shared by the `driver_*` tests: configs with short intervals, starting nodes, and waiting
-//! for what a node decides or sees.
+//! for what a node decides or sees; built on the harness's wait helpers and metrics reader.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gslb_state_core::{Config, Decision, Source};
 use gslb_state_nats::{Handle, NodeOptions};
-use gslb_state_tests::{NatsCluster, NatsServer, TestPki, wait_until};
+use gslb_state_tests::{NatsCluster, NatsServer, TestPki, metric_value, wait_until};
 
 /// Heartbeat interval of every test node.
 pub const INTERVAL: Duration = Duration::from_millis(200);
@@ -174,13 +174,9 @@ pub fn server_has_client(server: &NatsServer, id: &str) -> bool {
     })
 }
 
-/// A metric line of `node`'s Prometheus text, e.g. `gslbd_state_nats_connected`, parsed.
+/// One series of `node`'s Prometheus text, e.g. `gslbd_state_nats_connected` ([`metric_value`]).
 pub fn metric(node: &Handle, series: &str) -> Option<f64> {
-    let text = node.metrics().encode();
-    text.lines().find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
+    metric_value(&node.metrics().encode(), series)
 }
 
 /// Prints a measured figure in a form that is easy to grep from test output.

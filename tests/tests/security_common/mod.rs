@@ -1,6 +1,7 @@
 //! Shared by the `security_*` tests: a real nats-server with mTLS `verify_and_map` and the
 //! per-node permissions of `gslb_state_nats::security` (the configuration SECURITY.md
-//! documents), node configurations for it, and raw clients that act as a given user.
+//! documents), node configurations for it, and raw clients that act as a given user; built on
+//! the harness's servers, wait helpers and metrics reader.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -10,7 +11,9 @@ use async_nats::ConnectOptions;
 use gslb_state_core::Config;
 use gslb_state_nats::security::{Permissions, authorization_block, node_permissions};
 use gslb_state_nats::{Handle, NodeOptions};
-use gslb_state_tests::{CertFiles, NatsServer, ServerOpts, TestPki, wait_for, wait_until};
+use gslb_state_tests::{
+    CertFiles, NatsServer, ServerOpts, TestPki, metric_value, wait_for, wait_until,
+};
 
 /// Deadline for what should happen within a few heartbeats.
 pub const SOON: Duration = Duration::from_secs(10);
@@ -270,13 +273,8 @@ pub async fn wait_members(node: &Handle, ids: &[&str]) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A metric line of `node`'s Prometheus text, parsed (0 when absent).
+/// One series of `node`'s Prometheus text ([`metric_value`]), 0 when absent (a counter not yet
+/// incremented).
 pub fn metric(node: &Handle, series: &str) -> f64 {
-    let text = node.metrics().encode();
-    text.lines()
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
+    metric_value(&node.metrics().encode(), series).unwrap_or(0.0)
 }

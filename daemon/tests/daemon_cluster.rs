@@ -2,11 +2,14 @@
 //! server: a health flip through the HTTP API of one is seen on the others, a DELETE withdraws
 //! it, and the API (`/v1/decisions`, `/v1/members`, `/healthz`) and `/metrics` say what the
 //! guide says they should.
+//!
+//! Run by `cargo test -p gslb-state-daemon --test daemon_cluster`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 
-use daemon_common::{Daemon, SOON, TestDir, Yaml, metric_value};
-use gslb_state_tests::{NatsCluster, ServerOpts};
+use daemon_common::{Daemon, SOON, TestDir, Yaml};
+use gslb_state_tests::{NatsCluster, ServerOpts, metric_value};
 use serde_json::Value;
 
 const EP: &str = "www.example.com";

@@ -3,6 +3,9 @@
 //! start and `config event: cluster=<id> version=<n>` per version, apply `state.*` and
 //! `endpoints` at run time, report settings that need a restart, reject invalid versions with a
 //! clear error while the last good config stays in force, and apply each version once.
+//!
+//! Run by `cargo test -p gslb-state-daemon --test daemon_config_sync`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 

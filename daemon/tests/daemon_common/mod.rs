@@ -1,23 +1,25 @@
-//! Shared by the `daemon_*` tests: the real `gslb-state` binary run as child processes against
-//! real `nats-server`s, driven through its CLI, its HTTP API, its metrics and its logs.
+//! Shared by the daemon's end-to-end tests (`daemon_*`, `security_daemon`): the real
+//! `gslb-state` binary run as child processes against real `nats-server`s, driven through its
+//! CLI, its HTTP API, its metrics and its logs. Built on the `gslb-state-tests` harness (its
+//! servers, HTTP client, metrics reader and wait helpers).
 //!
-//! * [`bin`] builds the binary once per test process (`cargo build -p gslb-state-nats --bin
-//!   gslb-state`, a no-op when it is fresh) into the target dir this test binary runs from, or
-//!   takes `GSLB_STATE_BIN`.
+//! * [`bin`] is the binary cargo built for these tests (`CARGO_BIN_EXE_gslb-state`), or
+//!   `GSLB_STATE_BIN`.
 //! * [`Daemon`] is one `gslb-state run` child: its stderr goes to a log file in the test's temp
 //!   dir, its admin API listens on a port it picked itself (`admin.listen: 127.0.0.1:0`, read
 //!   back from the `gslb-state running` log line, so no port can be stolen between picking and
 //!   binding), and it is SIGKILLed on drop. When a test fails, every daemon prints its log tail.
-//! * Every wait polls with a deadline ([`wait_for`]); nothing sleeps to synchronise.
+//! * Every wait polls with a deadline ([`Daemon::wait`], `gslb_state_tests::wait`); nothing
+//!   sleeps to synchronise.
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use gslb_state_tests::{http, metric_value, wait_for_blocking};
 
 /// The cluster id of every test.
 pub const CLUSTER: &str = "e2e";
@@ -34,86 +36,21 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 // The binary
 // ---------------------------------------------------------------------------------------------
 
-static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-/// The `gslb-state` binary to test.
-///
-/// `CARGO_BIN_EXE_gslb-state` exists only in the tests of the crate that owns the binary
-/// (`gslb-state-nats`), and artifact dependencies are unstable. So: `GSLB_STATE_BIN` if set
-/// (CI with a prebuilt binary); otherwise `cargo build -p gslb-state-nats --bin gslb-state`
-/// once per test process, with the profile of this very test binary (found from its own path,
-/// `<target>/<profile>/deps/<test>`), so the binary tested is always built from the sources
-/// under test and nothing stale is picked up. The build is a no-op when fresh.
-///
-/// It builds into its own target dir, `<target>/e2e-bin`: a `cargo build -p gslb-state-nats`
-/// resolves dependency features differently from `cargo test -p gslb-state-tests`, and since
-/// both write the same file names, sharing one target dir would make each build undo the
-/// other (measured: ~20 s of rebuilding per run on 2 cores). The price is one extra build of
-/// the daemon's dependencies, once.
+/// The `gslb-state` binary to test: `GSLB_STATE_BIN` if set (to test another build, e.g. a
+/// release binary in CI), otherwise the one cargo built from the sources under test for this
+/// crate's integration tests (`CARGO_BIN_EXE_gslb-state`).
 pub fn bin() -> &'static Path {
-    match BIN.get_or_init(build_bin) {
-        Ok(p) => p,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn build_bin() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("GSLB_STATE_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("GSLB_STATE_BIN={} is not a file", p.display()))
-        };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target>/<profile dir>/deps/<test binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| format!("unexpected test binary path {}", exe.display()))?
-        .join("e2e-bin");
-    let profile_name = profile_dir.file_name().expect("a profile dir has a name");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => return Err(format!("unexpected profile dir {}", profile_dir.display())),
-    };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "gslb-state-nats",
-            "--bin",
-            "gslb-state",
-        ])
-        .args(["--profile", &profile])
-        .current_dir(workspace)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {cargo:?} to build gslb-state: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building gslb-state failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let p = target_dir.join(profile_name).join("gslb-state");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("built gslb-state, but {} is missing", p.display()))
-    }
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(
+        || match std::env::var_os("GSLB_STATE_BIN").filter(|p| !p.is_empty()) {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                assert!(p.is_file(), "GSLB_STATE_BIN={} is not a file", p.display());
+                p
+            }
+            None => PathBuf::from(env!("CARGO_BIN_EXE_gslb-state")),
+        },
+    )
 }
 
 /// Runs `gslb-state ARGS` to completion (for `check-config` and `config ...`).
@@ -406,36 +343,28 @@ impl Daemon {
         self.wait(timeout, &what, |d| d.log_lines(needle).len() >= n)
     }
 
-    /// Polls `cond` until it holds; fails with the log tail on timeout or if the process
-    /// exits meanwhile.
+    /// Polls `cond` until it holds (as `gslb_state_tests::wait_until_blocking` does); fails
+    /// with the log tail on timeout or if the process exits meanwhile.
     pub fn wait(
         &mut self,
         timeout: Duration,
         what: &str,
         mut cond: impl FnMut(&Daemon) -> bool,
     ) -> Duration {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
+        let waited = wait_for_blocking(timeout, what, || {
             if cond(self) {
-                return start.elapsed();
+                return Some(Ok(()));
             }
-            if let Some(status) = self.try_exit() {
-                panic!(
-                    "{}: exited ({status}) while waiting for: {what}\n--- log tail ---\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            if start.elapsed() >= timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for: {what}\n--- {} log tail ---\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            self.try_exit().map(Err)
+        });
+        match waited {
+            Ok((Ok(()), took)) => took,
+            Ok((Err(status), _)) => panic!(
+                "{}: exited ({status}) while waiting for: {what}\n--- log tail ---\n{}",
+                self.name,
+                self.log_tail(40)
+            ),
+            Err(e) => panic!("{e}\n--- {} log tail ---\n{}", self.name, self.log_tail(40)),
         }
     }
 
@@ -471,7 +400,7 @@ impl Daemon {
     /// `METHOD path` with `body`; the status and the body.
     pub fn request(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
         let port = self.port();
-        http(port, method, path, body).unwrap_or_else(|e| {
+        http::request(port, method, path, body, HTTP_TIMEOUT).unwrap_or_else(|e| {
             panic!(
                 "{}: {method} {path}: {e}\n--- log tail ---\n{}",
                 self.name,
@@ -482,7 +411,7 @@ impl Daemon {
 
     /// `GET path` parsed as JSON, `None` on any failure.
     pub fn try_json(&self, path: &str) -> Option<serde_json::Value> {
-        let (status, body) = http(self.port?, "GET", path, "").ok()?;
+        let (status, body) = http::get(self.port?, path, HTTP_TIMEOUT).ok()?;
         if status != 200 {
             return None;
         }
@@ -551,7 +480,7 @@ impl Daemon {
 
     /// `GET /metrics` and one series of it; `None` on failure or when absent.
     pub fn try_metric(&self, series: &str) -> Option<f64> {
-        let (status, text) = http(self.port?, "GET", "/metrics", "").ok()?;
+        let (status, text) = http::get(self.port?, "/metrics", HTTP_TIMEOUT).ok()?;
         if status != 200 {
             return None;
         }
@@ -662,20 +591,10 @@ impl Daemon {
 
     /// Waits for the process to exit; returns its status and how long it took.
     pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.try_exit() {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() >= timeout {
-                panic!(
-                    "{}: still running {timeout:?} after the signal\n--- log tail ---\n{}",
-                    self.name,
-                    self.log_tail(30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let what = format!("{} to exit after the signal", self.name);
+        wait_for_blocking(timeout, &what, || self.try_exit()).unwrap_or_else(|e| {
+            panic!("{e}\n--- {} log tail ---\n{}", self.name, self.log_tail(30))
+        })
     }
 }
 
@@ -709,83 +628,6 @@ fn parse_listen_port(line: &str) -> Option<u16> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok().filter(|p| *p != 0)
-}
-
-/// The value of `series` in Prometheus/OpenMetrics text.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?;
-        let value = rest.strip_prefix(' ')?.split_whitespace().next()?;
-        value.parse().ok()
-    })
-}
-
-/// A minimal blocking HTTP/1.1 client (`Connection: close`; chunked bodies decoded).
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad(format!("bad HTTP response: {text:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line: {head:?}")))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| bad(format!("bad chunked body: {body:?}")))?
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        s = rest.get(size + 2..)?;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Waiting
-// ---------------------------------------------------------------------------------------------
-
-/// Polls `f` every 2..50 ms until it yields `Some`; panics naming `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    match gslb_state_tests::wait_for_blocking(timeout, what, &mut f) {
-        Ok((v, _)) => v,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Polls `cond` until it holds; returns how long it took.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    match gslb_state_tests::wait_until_blocking(timeout, what, &mut cond) {
-        Ok(d) => d,
-        Err(e) => panic!("{e}"),
-    }
 }
 
 /// Starts `nodes` daemons from `yamls` and waits until each serves its API, is connected, and
@@ -832,10 +674,10 @@ pub fn python3(script: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Path of a file in `tests/data/`.
+/// Path of a file in `daemon/tests/data/`.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
+        .join("tests/data")
         .join(name)
 }
 

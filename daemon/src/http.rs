@@ -11,7 +11,7 @@
 //! | `GET /healthz` | 200 while the driver runs, with the NATS connection state |
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -22,7 +22,7 @@ use gslb_state_core::names::check_endpoint_name;
 use gslb_state_core::{Decision, MemberInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::handle::Handle;
+use gslb_state_nats::Handle;
 
 /// One decision as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,11 +121,10 @@ pub struct HealthBody {
 #[derive(Clone)]
 struct AppState {
     node: Arc<Handle>,
-    policy: Arc<RwLock<String>>,
 }
 
-/// The API router for `node`; `policy` names the policy in force (updated by config sync).
-pub fn router(node: Arc<Handle>, policy: Arc<RwLock<String>>) -> Router {
+/// The API router for `node`: every answer comes from the node itself.
+pub fn router(node: Arc<Handle>) -> Router {
     Router::new()
         .route("/v1/decisions", get(decisions))
         .route("/v1/decisions/{endpoint}", get(decision))
@@ -136,7 +135,7 @@ pub fn router(node: Arc<Handle>, policy: Arc<RwLock<String>>) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(AppState { node, policy })
+        .with_state(AppState { node })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -155,7 +154,7 @@ async fn decisions(State(s): State<AppState>) -> Response {
     match s.node.decisions().await {
         Ok(all) => axum::Json(DecisionsJson {
             node: s.node.node_id().to_owned(),
-            policy: s.policy.read().map(|p| p.clone()).unwrap_or_default(),
+            policy: s.node.policy().0.to_string(),
             decisions: all.iter().map(|(e, d)| (e.clone(), d.into())).collect(),
         })
         .into_response(),
@@ -164,15 +163,12 @@ async fn decisions(State(s): State<AppState>) -> Response {
 }
 
 async fn decision(State(s): State<AppState>, Path(endpoint): Path<String>) -> Response {
-    match s.node.decisions().await {
-        Ok(all) => match all.iter().find(|(e, _)| *e == endpoint) {
-            Some((_, d)) => axum::Json(DecisionJson::from(d)).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                format!("unknown endpoint {endpoint:?}"),
-            ),
-        },
-        Err(_) => stopped(),
+    match s.node.decision(&endpoint) {
+        Some(d) => axum::Json(DecisionJson::from(&d)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("unknown endpoint {endpoint:?}"),
+        ),
     }
 }
 

@@ -1,6 +1,9 @@
 //! `gslb-state check-config` and `gslb-state run` on bad configuration files: both exit non-zero
 //! with an error naming the file, the line and the key; and the guide's example passes
 //! `check-config` unedited, reporting how its illegal stream name is mapped.
+//!
+//! Run by `cargo test -p gslb-state-daemon --test daemon_config`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 
@@ -142,7 +145,6 @@ fn cases() -> Vec<Case> {
 #[test]
 fn bad_config_files_are_refused_naming_the_key_and_the_line() {
     let dir = TestDir::new();
-    bin(); // build it before timing anything
     let mut failures = Vec::new();
     for (i, case) in cases().iter().enumerate() {
         let path = dir.file(&format!("case{i}.yaml"));
@@ -238,7 +240,7 @@ fn every_problem_is_reported_in_file_order() {
     }
 }
 
-/// The guide's example (`spec/config.example.yaml`, copied verbatim into `tests/data/`) passes
+/// The guide's example (`spec/config.example.yaml`, copied verbatim into `daemon/tests/data/`) passes
 /// `check-config` as written, and the checker reports how `config.stream: "PLEIADES.cfg"`
 /// (illegal in NATS) is mapped.
 #[test]
@@ -250,7 +252,7 @@ fn the_guides_example_passes_check_config_unedited() {
     assert_eq!(
         std::fs::read_to_string(&example).unwrap(),
         std::fs::read_to_string(&core_copy).unwrap(),
-        "tests/data/config.example.yaml differs from core/tests/data/config.example.yaml"
+        "daemon/tests/data/config.example.yaml differs from core/tests/data/config.example.yaml"
     );
     let out = run_cli(&["check-config", example.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -8,6 +8,9 @@
 //!   daemon keeps running and deciding;
 //! * SIGHUP makes the daemon reconnect with the certificate files as they are now (the file
 //!   watch is kept out of it by giving the new files the old modification times).
+//!
+//! Run by `cargo test -p gslb-state-daemon --test security_daemon`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 
@@ -16,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use daemon_common::*;
+use gslb_state_tests::{NatsServer, ServerOpts, TestPki, wait_for_blocking};
 
 /// Waits until `d` decides `endpoint` as `healthy` from the global view.
 fn wait_global(d: &mut Daemon, endpoint: &str, healthy: bool) {
@@ -24,7 +28,6 @@ fn wait_global(d: &mut Daemon, endpoint: &str, healthy: bool) {
         v["healthy"] == healthy && v["source"] == "global"
     });
 }
-use gslb_state_tests::{NatsServer, ServerOpts, TestPki};
 
 /// A node's YAML: cluster `e2e`, 250 ms heartbeats, `nats` lines given by the caller.
 fn yaml(node: &str, servers: &str, nats_extra: &str) -> String {
@@ -228,9 +231,10 @@ fn sighup_reconnects_the_daemon_with_the_rotated_certificate() {
     replace_keeping_mtime(&renewed.cert, &dir.file("d1.pem"));
     ds[0].sighup();
     ds[0].wait_log("SIGHUP: reconnecting", SOON);
-    let new = wait_for(SOON, "d1 reconnected with the renewed certificate", || {
+    let (new, _) = wait_for_blocking(SOON, "d1 reconnected with the renewed certificate", || {
         connection(&nats, "d1").filter(|(c, s)| *c != cid && *s != sha)
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     println!(
         "d1: connection {cid} -> {}, certificate {sha} -> {}",
         new.0, new.1

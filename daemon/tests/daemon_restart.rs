@@ -8,12 +8,15 @@
 //!   life, and its reports count again;
 //! * SIGTERM is a graceful leave: peers drop the node at once, its record says it left, and a
 //!   node that starts later does not count it.
+//!
+//! Run by `cargo test -p gslb-state-daemon --test daemon_restart`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 
 use std::time::{Duration, Instant};
 
-use daemon_common::{Daemon, SOON, TestDir, Yaml, faketime_env, start_all, wait_until};
+use daemon_common::{Daemon, SOON, TestDir, Yaml, faketime_env, start_all};
 use gslb_state_tests::{NatsServer, ServerOpts};
 
 const EP: &str = "www.example.com";
@@ -39,7 +42,7 @@ fn a_node_started_after_a_death_drops_the_dead_member_ttl_after_its_last_heartbe
     let mut d = Daemon::start(&dir, &yaml("d"));
     d.wait_ready();
     // d reads c's record in the snapshot (6 s old, younger than the TTL): c counts for now.
-    let seen_c = wait_until(SOON, "d counts a, b and c from the snapshot", || {
+    let seen_c = d.wait(SOON, "d counts a, b and c from the snapshot", |d| {
         d.active_ids()
             .is_some_and(|ids| ids.iter().any(|i| i == "c") && ids.len() == 4)
     });
@@ -51,10 +54,10 @@ fn a_node_started_after_a_death_drops_the_dead_member_ttl_after_its_last_heartbe
     // ... but no longer than TTL after c's last heartbeat was sent, although d started only
     // 6 s ago (before the fix: until TTL after *d* started, 16 s after the kill).
     let deadline = ttl + Duration::from_millis(2_500);
-    wait_until(
+    d.wait(
         deadline.saturating_sub(killed.elapsed()),
         "d drops c",
-        || d.active_ids() == Some(ids(&["a", "b", "d"])),
+        |d| d.active_ids() == Some(ids(&["a", "b", "d"])),
     );
     let dropped_after = killed.elapsed();
     assert!(

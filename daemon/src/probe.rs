@@ -8,7 +8,7 @@ use std::time::Duration;
 use gslb_state_core::config::{EndpointSpec, ProbeSpec, ProbeTarget};
 use tokio::task::JoinHandle;
 
-use crate::handle::Handle;
+use gslb_state_nats::Handle;
 
 /// The rise/fall state of one probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub struct Probes {
 impl Probes {
     /// No probes yet.
     pub fn new(node: Arc<Handle>) -> Self {
-        crate::connect::install_crypto_provider();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -187,6 +187,12 @@ async fn run(endpoint: String, spec: ProbeSpec, node: Arc<Handle>, http: reqwest
     }
 }
 
+/// Installs rustls's `ring` provider once (reqwest is built without one, like async-nats), so
+/// that HTTPS probes work whatever else the process links.
+fn install_crypto_provider() {
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +216,7 @@ mod tests {
     async fn tcp_probe_sees_a_listener_and_its_absence() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        crate::connect::install_crypto_provider();
+        install_crypto_provider();
         let http = reqwest::Client::new();
         let target = ProbeTarget::Tcp {
             address: address.clone(),

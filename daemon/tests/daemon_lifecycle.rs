@@ -1,13 +1,16 @@
 //! The daemon's life: SIGTERM is a graceful leave and drains cleanly (exit 0, `gslb-state
 //! stopped`, within seconds), and the others drop the node at once; `--log-format json` writes
 //! one JSON object per line; a restarted daemon resumes from the KV snapshot at once.
+//!
+//! Run by `cargo test -p gslb-state-daemon --test daemon_lifecycle`, against the `gslb-state`
+//! binary cargo builds for this crate (`daemon_common::bin`; `GSLB_STATE_BIN` picks another).
 
 mod daemon_common;
 
 use std::time::{Duration, Instant};
 
 use daemon_common::{Daemon, SOON, TestDir, Yaml, start_all};
-use gslb_state_tests::{NatsServer, ServerOpts};
+use gslb_state_tests::{NatsServer, ServerOpts, metric_value};
 use serde_json::Value;
 
 const EP: &str = "www.example.com";
@@ -183,11 +186,11 @@ fn a_restarted_daemon_resumes_from_the_kv_snapshot() {
     let text = c.metrics();
     for kind in ["heartbeat", "health"] {
         let series = format!("gslbd_state_nats_received_total{{type=\"{kind}\"}}");
-        let n = daemon_common::metric_value(&text, &series).unwrap_or(0.0);
+        let n = metric_value(&text, &series).unwrap_or(0.0);
         assert_eq!(n, 0.0, "{series} = {n}: c heard a live message\n{text}");
     }
     assert!(
-        daemon_common::metric_value(
+        metric_value(
             &text,
             "gslbd_state_kv_get_total{bucket=\"gslb_e2e_health\",result=\"ok\"}"
         )

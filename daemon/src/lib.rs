@@ -1,0 +1,14 @@
+//! # gslb-state-daemon
+//!
+//! The `gslb-state` binary an operator runs: it reads the guide's configuration file
+//! ([`config_file`]), runs a node through the `gslb-state-nats` library with the built-in
+//! probes ([`probe`]), serves the HTTP API and metrics ([`http`]), applies what config sync
+//! wants in force and drains on SIGTERM ([`run`]); and the operator's tools ([`tools`]).
+
+#![warn(missing_docs)]
+
+pub mod config_file;
+pub mod http;
+pub mod probe;
+pub mod run;
+pub mod tools;

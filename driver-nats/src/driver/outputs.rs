@@ -1,0 +1,201 @@
+//! Carrying out the core's outputs: publishes on core NATS, KV writes and deletes through the
+//! writer, the reads the core asks for, and decisions, membership and config changes to the
+//! handle (shared map, events, config state) with their logs and metrics.
+
+use std::time::Duration;
+
+use gslb_state_core::Output;
+
+use super::Driver;
+use crate::handle::{ConfigState, Event};
+use crate::kv::WriteOp;
+use crate::metrics::Metrics;
+
+/// A publish that cannot be queued within this is counted as failed.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(200);
+
+impl Driver {
+    /// Carries out every output of the core.
+    pub(super) async fn carry_out(&mut self) {
+        // Decision events are handed out together at the end, after one lock of the shared
+        // map for every changed decision (no allocation for an endpoint already in it: a
+        // snapshot changes millions).
+        let mut decided: Vec<(String, gslb_state_core::Decision)> = Vec::new();
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Publish {
+                    subject,
+                    payload,
+                    kind,
+                } => {
+                    let ok = matches!(
+                        tokio::time::timeout(
+                            PUBLISH_TIMEOUT,
+                            self.client.publish(subject, payload)
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    );
+                    if ok {
+                        Metrics::count(&self.metrics.published, kind);
+                    } else {
+                        // Peers see the gap in the next heartbeat and re-sync from the KV.
+                        tracing::warn!(kind = kind.as_str(), "publish failed or timed out");
+                    }
+                }
+                Output::KvPut {
+                    bucket,
+                    key,
+                    value,
+                    seq,
+                    ..
+                } => {
+                    let _ = self.writes.send((bucket, key, WriteOp::Put(value, seq)));
+                }
+                Output::KvDelete { bucket, key } => {
+                    let _ = self.writes.send((bucket, key, WriteOp::Delete));
+                }
+                Output::Resync { node, key_filter } => {
+                    self.metrics.resyncs.inc();
+                    self.spawn_resync(node, key_filter);
+                }
+                Output::ReadMembers => self.spawn_read_members(),
+                Output::ReadSnapshot => self.spawn_read_snapshot(),
+                Output::IncarnationRaised { from, to } => {
+                    tracing::warn!(
+                        node = self.node.node_id(),
+                        from,
+                        to,
+                        "the KV holds a record of an earlier life of this node with a larger incarnation (the wall clock is behind the one it had then): taking a larger incarnation"
+                    );
+                }
+                Output::Decision { endpoint, decision } => {
+                    self.metrics.decision_changes.inc();
+                    tracing::debug!(
+                        endpoint = %endpoint,
+                        healthy = ?decision.healthy,
+                        source = %decision.source,
+                        healthy_reports = decision.healthy_reports,
+                        total_reports = decision.total_reports,
+                        "decision changed"
+                    );
+                    decided.push((endpoint, decision));
+                }
+                Output::MemberUp {
+                    node,
+                    region,
+                    incarnation,
+                } => {
+                    tracing::info!(member = %node, region = %region, incarnation, "member up");
+                    let _ = self.shared.events.send(Event::MemberUp { node, region });
+                }
+                Output::MemberDown { node, reason } => {
+                    tracing::info!(member = %node, reason = reason.as_str(), "member down");
+                    let _ = self.shared.events.send(Event::MemberDown { node, reason });
+                }
+                Output::ApplyConfig { version, config } => {
+                    let snapshot = self.snapshot_config_version == Some(version);
+                    if snapshot {
+                        tracing::info!(cluster = %self.config.cluster_id, version, "config snapshot loaded");
+                    } else {
+                        tracing::info!(
+                            "config event: cluster={} version={}",
+                            self.config.cluster_id,
+                            version
+                        );
+                    }
+                    self.shared.config_state.send_replace(ConfigState {
+                        version,
+                        config: Some(config.clone()),
+                        applying: true,
+                        snapshot,
+                    });
+                    let _ = self.shared.events.send(Event::ConfigApply {
+                        version,
+                        config,
+                        snapshot,
+                    });
+                }
+                Output::ConfigCommitted { version } => {
+                    self.metrics.count_config("applied");
+                    self.metrics
+                        .config_version
+                        .set(i64::try_from(version).unwrap_or(i64::MAX));
+                    tracing::info!(cluster = %self.config.cluster_id, version, "config applied");
+                    self.shared.config_state.send_modify(|s| s.applying = false);
+                    let _ = self.shared.events.send(Event::ConfigCommitted { version });
+                }
+                Output::ConfigFailed {
+                    version,
+                    error,
+                    restore,
+                } => {
+                    self.metrics.count_config("failed");
+                    tracing::error!(cluster = %self.config.cluster_id, version, error = %error, "config apply failed; rolled back to the version in force before it");
+                    self.shared.config_state.send_replace(ConfigState {
+                        version: self.node.config_version(),
+                        config: restore.clone(),
+                        applying: false,
+                        snapshot: false,
+                    });
+                    let _ = self.shared.events.send(Event::ConfigFailed {
+                        version,
+                        error,
+                        restore,
+                    });
+                }
+                Output::ConfigRejected { version, error } => {
+                    self.metrics.count_config("rejected");
+                    if self.snapshot_config_version == Some(version) {
+                        tracing::error!(cluster = %self.config.cluster_id, version, error = %error, "config snapshot rejected; the node's own file stays in force");
+                    } else {
+                        tracing::error!(cluster = %self.config.cluster_id, version, error = %error, "config rejected; the last good config stays in force");
+                    }
+                    let _ = self
+                        .shared
+                        .events
+                        .send(Event::ConfigRejected { version, error });
+                }
+                Output::ConfigIgnored { version, current } => {
+                    self.metrics.count_config("ignored");
+                    tracing::warn!(cluster = %self.config.cluster_id, version, current, "config version ignored: not newer than the one in force");
+                }
+            }
+        }
+        // Every decision whose verdict or counts changed, into the shared map.
+        if let Some((endpoint, decision)) = self.node.poll_updated()
+            && let Ok(mut map) = self.shared.decisions.write()
+        {
+            let mut next = Some((endpoint, decision));
+            while let Some((endpoint, decision)) = next {
+                match map.get_mut(endpoint) {
+                    Some(d) => *d = decision,
+                    None => {
+                        map.insert(endpoint.to_owned(), decision);
+                    }
+                }
+                next = self.node.poll_updated();
+            }
+        }
+        for (endpoint, decision) in decided {
+            let _ = self
+                .shared
+                .events
+                .send(Event::Decision { endpoint, decision });
+        }
+        // The policy in force (config sync may change it, a rollback restore it).
+        let policy = self.node.policy();
+        if policy != self.policy {
+            self.policy = policy;
+            if let Ok(mut p) = self.shared.policy.write() {
+                *p = policy;
+            }
+        }
+        self.metrics
+            .active_members
+            .set(self.node.active_members() as i64);
+        self.metrics
+            .endpoints
+            .set(self.node.endpoint_count() as i64);
+    }
+}
