@@ -64,14 +64,21 @@
 //! * The threshold is integer-exact: `healthy * 100 >= quorumMinPercent * total`.
 //! * See [`policy::decide`] for the four policies, and [`Decision`] for the explanation
 //!   every verdict carries.
+//! * Beyond the guide, all off by default: `state.quorumScope: regions` weighs the counted
+//!   reports by region ([`QuorumScope`]); `state.holdUp` / `state.holdDown` damp verdict
+//!   changes between healthy and unhealthy ([`policy::hold_step`]; a pending change is
+//!   [`Decision::pending`], its deadline a core timer, [`TimerReason::Hold`]); and
+//!   [`Node::explain`] tells every member's part in one endpoint's decision.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod config;
+pub mod explain;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+mod hold;
 pub mod input;
 mod membership;
 pub mod names;
@@ -81,16 +88,19 @@ mod own;
 pub mod policy;
 #[cfg(feature = "reference")]
 pub mod reference;
+mod regions;
 mod report_sync;
 pub mod stats;
 pub mod time;
 mod view;
 
 pub use config::{Config, ConfigError, StateSettings};
+pub use explain::{Explanation, MemberPart, Part, RegionVote, Said};
 pub use input::{Connectivity, Input, KvRead};
 pub use names::{Bucket, Names};
 pub use node::{Limits, MemberInfo, Node, NodeConfig, NodeConfigError, TimerReason};
 pub use output::{DownReason, Output};
-pub use policy::{Decision, Policy, Source};
+pub use policy::{Decision, Holds, Pending, Policy, QuorumScope, Rule, Source};
+pub use regions::MAX_REGIONS;
 pub use stats::{DropReason, MessageKind, Stats};
 pub use time::{Instant, Now, WallTime};

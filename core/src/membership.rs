@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::codec::ReportState;
+use crate::regions::RegionId;
 use crate::report_sync::ReportSync;
 use crate::time::Instant;
 use crate::view::{EndpointId, View};
@@ -79,6 +80,8 @@ pub(crate) struct SnapshotRecord {
 pub(crate) struct Member {
     pub(crate) id: Box<str>,
     pub(crate) region: Box<str>,
+    /// The id of `region` in the view, held while active (meaningless while inactive).
+    pub(crate) region_id: RegionId,
     pub(crate) incarnation: u64,
     /// The highest incarnation known to be an earlier life than the current one: messages of
     /// incarnations up to it, other than the current one, are stale (unless live while the
@@ -201,6 +204,7 @@ impl Members {
         let member = Member {
             id: id.into(),
             region: "".into(),
+            region_id: 0,
             incarnation: 0,
             retired: 0,
             left: false,
@@ -265,7 +269,8 @@ impl Members {
     }
 
     /// Marks `idx` heard at `heard_at`: active until `heard_at + ttl`, which must not be
-    /// before `now`. Returns true if it just became active (its reports are now counted).
+    /// before `now`. Returns true if it just became active (its reports are now counted). An
+    /// inactive member's region must have room ([`View::can_acquire_region`]).
     pub(crate) fn mark_heard(
         &mut self,
         idx: MemberIdx,
@@ -277,24 +282,35 @@ impl Members {
         let heard = m.last_heard.map_or(heard_at, |t| t.max(heard_at));
         m.last_heard = Some(heard);
         self.set_active_until(idx, until_of(heard, ttl), view)
+            .expect("the caller checked that the member's region has room")
     }
 
-    /// Keeps `idx` active until `until`; returns true if it just became active.
-    fn set_active_until(&mut self, idx: MemberIdx, until: Instant, view: &mut View) -> bool {
+    /// Keeps `idx` active until `until`; returns true if it just became active, `None` if it
+    /// cannot become active because [`MAX_REGIONS`](crate::MAX_REGIONS) other
+    /// regions are held.
+    fn set_active_until(
+        &mut self,
+        idx: MemberIdx,
+        until: Instant,
+        view: &mut View,
+    ) -> Option<bool> {
         let m = self.slots[idx as usize].as_mut().expect("live member");
+        if m.active_until.is_none() {
+            m.region_id = view.acquire_region(&m.region)?;
+        }
         let was = m.active_until.replace(until);
         if was != Some(until) {
             self.index_expiry(until, idx);
         }
         if was.is_some() {
-            return false;
+            return Some(false);
         }
         self.active += 1;
         let m = self.slots[idx as usize].as_ref().expect("live member");
         for (&ep, r) in &m.reports {
-            view.count(ep, r.state(), true);
+            view.count(ep, m.region_id, r.state(), true);
         }
-        true
+        Some(true)
     }
 
     /// Adds an entry in time order (a push at the back but for snapshot records and TTL
@@ -340,8 +356,9 @@ impl Members {
         self.active -= 1;
         m.inactive_since = now;
         for (&ep, r) in &m.reports {
-            view.count(ep, r.state(), false);
+            view.count(ep, m.region_id, r.state(), false);
         }
+        view.release_region(m.region_id);
         true
     }
 
@@ -377,15 +394,16 @@ impl Members {
         }
     }
 
-    /// Re-judges every member under a new TTL: returns the members that became active and those
-    /// that stopped being active (their counters are already updated).
+    /// Re-judges every member under a new TTL: returns the members that became active, those
+    /// that stopped being active (their counters are already updated), and how many could not
+    /// become active again because their region has no room.
     pub(crate) fn set_ttl(
         &mut self,
         ttl: Duration,
         now: Instant,
         view: &mut View,
-    ) -> (Vec<MemberIdx>, Vec<MemberIdx>) {
-        let (mut up, mut down) = (Vec::new(), Vec::new());
+    ) -> (Vec<MemberIdx>, Vec<MemberIdx>, usize) {
+        let (mut up, mut down, mut refused) = (Vec::new(), Vec::new(), 0);
         for idx in self.indices() {
             let Some(heard) = self.get(idx).last_heard else {
                 continue;
@@ -395,15 +413,17 @@ impl Members {
             }
             let until = until_of(heard, ttl);
             if until >= now {
-                if self.set_active_until(idx, until, view) {
-                    up.push(idx);
+                match self.set_active_until(idx, until, view) {
+                    Some(true) => up.push(idx),
+                    Some(false) => {}
+                    None => refused += 1,
                 }
             } else if self.deactivate(idx, now, view) {
                 down.push(idx);
             }
         }
         self.rebuild_expiries();
-        (up, down)
+        (up, down, refused)
     }
 
     /// Switches `idx` to another incarnation (newer, or a lower one of a later life): deactivates
@@ -458,6 +478,7 @@ impl Members {
         let m = self.slots[idx as usize].as_mut().expect("live member");
         let new = PackedReport::new(seq, state);
         let active = m.active_until.is_some();
+        let region = m.region_id;
         let len = m.reports.len();
         match m.reports.entry(ep) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
@@ -467,8 +488,8 @@ impl Members {
                 }
                 o.insert(new);
                 if active && old.state() != state {
-                    view.count(ep, old.state(), false);
-                    view.count(ep, state, true);
+                    view.count(ep, region, old.state(), false);
+                    view.count(ep, region, state, true);
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -477,7 +498,7 @@ impl Members {
                 }
                 v.insert(new);
                 if active {
-                    view.count(ep, state, true);
+                    view.count(ep, region, state, true);
                 }
             }
         }

@@ -4,6 +4,11 @@
 //!
 //! Nothing here is incremental or bounded, and nothing is shared with the engine but the codec,
 //! the name layout and the config parser (each tested on its own). It is slow on purpose.
+//!
+//! Holds need a memory of the past: the model keeps, per endpoint, the verdict in force and
+//! since when a change of it is pending, and after every input recomputes every endpoint's
+//! verdict from scratch and applies the hold rule to it. (Having no bounds, it never refuses a
+//! region: tests keep under [`MAX_REGIONS`](crate::MAX_REGIONS).)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,12 +17,14 @@ use crate::config::{Config, StateSettings};
 use crate::input::{Input, KvRead};
 use crate::names::{Bucket, Names, SubjectKind, check_endpoint_name};
 use crate::node::NodeConfig;
-use crate::policy::{Decision, Policy, Source};
+use crate::policy::{Decision, Pending, Policy, QuorumScope, Source};
 use crate::time::{Instant, Now, WallTime};
 
 /// What the model remembers of one remote node.
 #[derive(Debug, Default, Clone)]
 struct Remote {
+    /// The region of its first heartbeat in this incarnation.
+    region: String,
     incarnation: u64,
     /// The highest incarnation known to be an earlier life than the current one.
     retired: u64,
@@ -30,10 +37,19 @@ struct Remote {
     /// Latest time a heartbeat of this incarnation was heard (or sent, for snapshot records),
     /// in nanoseconds on the node's clock; negative when before the clock's origin.
     last_heard: Option<i128>,
-    /// The newest membership record of the snapshot being read: (hb_seq, sent_unix_ms, left).
-    snapshot_record: Option<(u64, u64, bool)>,
+    /// The newest membership record of the snapshot being read.
+    snapshot_record: Option<Record>,
     /// Newest (sequence, state) per endpoint in this incarnation.
     reports: BTreeMap<String, (u64, ReportState)>,
+}
+
+/// A membership record read in the snapshot.
+#[derive(Debug, Clone)]
+struct Record {
+    hb_seq: u64,
+    sent_ms: u64,
+    left: bool,
+    region: String,
 }
 
 /// A pushed configuration being applied.
@@ -44,16 +60,26 @@ struct PendingConfig {
     previous: StateSettings,
 }
 
+/// The verdict in force for one endpoint, and since when a change of it is pending.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    shown: Option<bool>,
+    pending_since: Option<Instant>,
+}
+
 /// The reference model of one node.
 #[derive(Debug, Clone)]
 pub struct Reference {
     names: Names,
     node_id: String,
+    region: String,
     state: StateSettings,
     now: Instant,
     wall: WallTime,
     local: BTreeMap<String, bool>,
     remotes: BTreeMap<String, Remote>,
+    /// The verdict in force per endpoint (holds).
+    held: BTreeMap<String, Held>,
     config_version: u64,
     config_pending: Option<PendingConfig>,
     config_queued: Option<(u64, StateSettings)>,
@@ -71,11 +97,13 @@ impl Reference {
         Reference {
             names: Names::new(&config.cluster_id),
             node_id: config.node_id.clone(),
+            region: config.region.clone(),
             state: config.state.clone(),
             now: now.mono,
             wall: now.wall,
             local: BTreeMap::new(),
             remotes: BTreeMap::new(),
+            held: BTreeMap::new(),
             config_version: 0,
             config_pending: None,
             config_queued: None,
@@ -104,16 +132,75 @@ impl Reference {
             self.set_state(p.previous);
             self.next_queued_config();
         }
+        self.settle();
     }
 
+    /// The hold a change to `healthy` must last.
+    fn hold_of(&self, healthy: bool) -> std::time::Duration {
+        if healthy {
+            self.state.hold_up
+        } else {
+            self.state.hold_down
+        }
+    }
+
+    /// Moves the clocks to `now`. A pending change whose hold has run out by now takes effect
+    /// first: the verdict it waited for lasted until now, whatever happens now.
     fn advance(&mut self, now: Now) {
         self.now = now.mono;
         self.wall = now.wall;
+        let holds = (self.hold_of(true), self.hold_of(false));
+        for h in self.held.values_mut() {
+            if let (Some(shown), Some(since)) = (h.shown, h.pending_since) {
+                let hold = if shown { holds.1 } else { holds.0 };
+                if since + hold <= self.now {
+                    h.shown = Some(!shown);
+                    h.pending_since = None;
+                }
+            }
+        }
+    }
+
+    /// After an input: every endpoint's verdict recomputed from scratch, and the hold rule
+    /// applied to it. A change between healthy and unhealthy starts pending (or takes effect,
+    /// when it has been pending for its hold); a change from or to unknown, or with no hold,
+    /// takes effect at once; a verdict back to the one in force ends the pending change.
+    fn settle(&mut self) {
+        let mut endpoints = self.endpoints();
+        endpoints.extend(self.held.keys().cloned());
+        for ep in endpoints {
+            let verdict = self.rule_decision(&ep).healthy;
+            let now = self.now;
+            let hold_up = self.hold_of(true);
+            let hold_down = self.hold_of(false);
+            let h = self.held.entry(ep).or_default();
+            match (h.shown, verdict) {
+                (Some(old), Some(new)) if old != new => {
+                    let since = h.pending_since.unwrap_or(now);
+                    let hold = if new { hold_up } else { hold_down };
+                    if since + hold <= now {
+                        h.shown = Some(new);
+                        h.pending_since = None;
+                    } else {
+                        h.pending_since = Some(since);
+                    }
+                }
+                _ => {
+                    h.shown = verdict;
+                    h.pending_since = None;
+                }
+            }
+        }
     }
 
     /// Hands in one input.
     pub fn handle(&mut self, now: Now, input: &Input) {
         self.advance(now);
+        self.input(input);
+        self.settle();
+    }
+
+    fn input(&mut self, input: &Input) {
         match input {
             Input::LocalHealth { endpoint, healthy } => {
                 if check_endpoint_name(endpoint).is_ok() {
@@ -136,7 +223,7 @@ impl Reference {
                 let now = self.now_ns();
                 match (kind, msg) {
                     (SubjectKind::Heartbeat, Message::Heartbeat(hb)) => {
-                        self.heartbeat(hb.node, hb.incarnation, hb.seq, Some(now), true);
+                        self.heartbeat(hb.node, hb.incarnation, hb.seq, Some(now), true, hb.region);
                     }
                     (SubjectKind::Heartbeat, Message::Leave(rec)) => {
                         self.leave(rec.node, rec.incarnation, true);
@@ -172,6 +259,7 @@ impl Reference {
                             rec.hb_seq,
                             rec.sent_unix_ms,
                             left,
+                            rec.region,
                         );
                     }
                     (Bucket::Health, Message::Report(rec)) => {
@@ -277,6 +365,7 @@ impl Reference {
         hb_seq: u64,
         sent_ms: u64,
         left: bool,
+        region: &str,
     ) {
         if self.snapshot_reading && node == self.node_id {
             self.own_record_ms = self.own_record_ms.max(sent_ms);
@@ -288,9 +377,15 @@ impl Reference {
         if reading {
             let newer = r
                 .snapshot_record
-                .is_none_or(|(old_seq, _, old_left)| left || (!old_left && hb_seq > old_seq));
+                .as_ref()
+                .is_none_or(|old| left || (!old.left && hb_seq > old.hb_seq));
             if newer {
-                r.snapshot_record = Some((hb_seq, sent_ms, left));
+                r.snapshot_record = Some(Record {
+                    hb_seq,
+                    sent_ms,
+                    left,
+                    region: region.to_owned(),
+                });
             }
         } else if left {
             self.leave(node, incarnation, false);
@@ -303,7 +398,7 @@ impl Reference {
         let now_ms = self.wall.as_unix_ms().max(self.own_record_ms);
         let ttl_ms = self.state.heartbeat_ttl.as_millis();
         let now = self.now_ns();
-        let judged: Vec<(String, u64, (u64, u64, bool))> = self
+        let judged: Vec<(String, u64, Record)> = self
             .remotes
             .iter_mut()
             .filter_map(|(id, r)| {
@@ -312,7 +407,13 @@ impl Reference {
                     .map(|rec| (id.clone(), r.incarnation, rec))
             })
             .collect();
-        for (node, incarnation, (hb_seq, sent_ms, left)) in judged {
+        for (node, incarnation, rec) in judged {
+            let Record {
+                hb_seq,
+                sent_ms,
+                left,
+                region,
+            } = rec;
             if self.remotes[&node].left {
                 continue;
             }
@@ -323,7 +424,7 @@ impl Reference {
             let age_ms = now_ms.saturating_sub(sent_ms);
             if u128::from(age_ms) <= ttl_ms {
                 let heard = now - i128::from(age_ms) * 1_000_000;
-                self.heartbeat(&node, incarnation, hb_seq, Some(heard), false);
+                self.heartbeat(&node, incarnation, hb_seq, Some(heard), false, &region);
             }
         }
     }
@@ -369,6 +470,7 @@ impl Reference {
         seq: u64,
         heard: Option<i128>,
         live: bool,
+        region: &str,
     ) {
         let Some(r) = self.remote(node, incarnation, live) else {
             return;
@@ -381,6 +483,10 @@ impl Reference {
             return;
         };
         if seq > r.hb_seq || (live && seq == r.hb_seq && r.hb_from_record) {
+            if r.hb_seq == 0 {
+                // A member's region is that of its first heartbeat in its incarnation.
+                r.region = region.to_owned();
+            }
             r.hb_seq = seq;
             r.hb_from_record = !live;
             r.last_heard = Some(r.last_heard.map_or(at, |t| t.max(at)));
@@ -434,30 +540,64 @@ impl Reference {
         out
     }
 
-    /// The decision for `endpoint`, computed from scratch with the guide's words.
+    /// The decision for `endpoint`: the rule's, with the verdict in force under holds.
     pub fn decision(&self, endpoint: &str) -> Decision {
+        let mut d = self.rule_decision(endpoint);
+        let held = self.held.get(endpoint).copied().unwrap_or_default();
+        d.healthy = held.shown;
+        if let (Some(shown), Some(since)) = (held.shown, held.pending_since) {
+            d.pending = Some(Pending {
+                healthy: !shown,
+                at: since + self.hold_of(!shown),
+            });
+        }
+        d
+    }
+
+    /// The rule's decision for `endpoint` now, before holds, computed from scratch with the
+    /// guide's words.
+    fn rule_decision(&self, endpoint: &str) -> Decision {
         let local = self.local.get(endpoint).copied();
         // "Only reports from active members within heartbeatTTL are counted."
         let mut others_healthy = 0u32;
         let mut others_total = 0u32;
+        // Every counted report (ours included) by its reporter's region: (healthy, total).
+        let mut by_region: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         for r in self.remotes.values() {
             if !self.is_active(r) {
                 continue;
             }
-            match r.reports.get(endpoint) {
-                Some((_, ReportState::Healthy)) => {
-                    others_healthy += 1;
-                    others_total += 1;
-                }
-                Some((_, ReportState::Unhealthy)) => others_total += 1,
-                Some((_, ReportState::Withdrawn)) | None => {}
-            }
+            let healthy = match r.reports.get(endpoint) {
+                Some((_, ReportState::Healthy)) => true,
+                Some((_, ReportState::Unhealthy)) => false,
+                Some((_, ReportState::Withdrawn)) | None => continue,
+            };
+            others_total += 1;
+            others_healthy += u32::from(healthy);
+            let region = by_region.entry(&r.region).or_default();
+            region.0 += u32::from(healthy);
+            region.1 += 1;
+        }
+        if let Some(healthy) = local {
+            let region = by_region.entry(&self.region).or_default();
+            region.0 += u32::from(healthy);
+            region.1 += 1;
         }
         let healthy_reports = others_healthy + u32::from(local == Some(true));
         let total_reports = others_total + u32::from(local.is_some());
         let q = u64::from(self.state.quorum_min_percent);
         // "healthy*100/total >= quorumMinPercent"
         let quorum = |h: u32, t: u32| (u64::from(h) * 100 / u64::from(t)) >= q;
+        // A region votes healthy when its own reports meet the threshold.
+        let total_regions = by_region.len() as u32;
+        let healthy_regions = by_region.values().filter(|(h, t)| quorum(*h, *t)).count() as u32;
+        // Under `regions` scope the quorum is over the region votes (whose reports are the
+        // counted ones: ours included under global-quorum, and under prefer-local only when we
+        // have no observation, so the other members' alone).
+        let scoped = |h: u32, t: u32| match self.state.quorum_scope {
+            QuorumScope::Members => quorum(h, t),
+            QuorumScope::Regions => quorum(healthy_regions, total_regions),
+        };
         let (healthy, source) = match self.state.policy {
             Policy::LocalOnly => match local {
                 Some(l) => (Some(l), Source::Local),
@@ -466,7 +606,7 @@ impl Reference {
             Policy::PreferLocal => match local {
                 Some(l) => (Some(l), Source::Local),
                 None if others_total > 0 => {
-                    (Some(quorum(others_healthy, others_total)), Source::Global)
+                    (Some(scoped(others_healthy, others_total)), Source::Global)
                 }
                 None => (None, Source::Unknown),
             },
@@ -475,14 +615,17 @@ impl Reference {
                 None => (None, Source::Unknown),
             },
             Policy::GlobalAnyHealthy => (Some(healthy_reports >= 1), Source::Global),
-            Policy::GlobalQuorum => (Some(quorum(healthy_reports, total_reports)), Source::Global),
+            Policy::GlobalQuorum => (Some(scoped(healthy_reports, total_reports)), Source::Global),
         };
         Decision {
             healthy,
             source,
             healthy_reports,
             total_reports,
+            healthy_regions,
+            total_regions,
             local,
+            pending: None,
         }
     }
 }

@@ -76,11 +76,14 @@ pub enum DropReason {
     OutputQueueFull,
     /// From a member that announced it left (this incarnation): a late or repeated message.
     LeftMember,
+    /// A heartbeat that would make a member of one more region active while
+    /// [`MAX_REGIONS`](crate::MAX_REGIONS) regions are held.
+    RegionLimit,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::TooLarge,
         DropReason::NotOurs,
         DropReason::UnsupportedVersion,
@@ -98,6 +101,7 @@ impl DropReason {
         DropReason::BadEndpointName,
         DropReason::OutputQueueFull,
         DropReason::LeftMember,
+        DropReason::RegionLimit,
     ];
 
     /// The metric label.
@@ -120,6 +124,7 @@ impl DropReason {
             DropReason::BadEndpointName => "bad-endpoint-name",
             DropReason::OutputQueueFull => "output-queue-full",
             DropReason::LeftMember => "left-member",
+            DropReason::RegionLimit => "region-limit",
         }
     }
 

@@ -1,8 +1,9 @@
 //! The engine against the reference model: long random sequences of joins, heartbeats, expiry
 //! by time jumps, restarts with new incarnations, duplicated, reordered and late messages,
 //! snapshot entries with skewed timestamps, leaves, lower incarnations of restarted members,
-//! withdrawn observations, config changes of policy, threshold and TTL — every decision
-//! compared after every step.
+//! withdrawn observations, config changes of policy, threshold, TTL, quorum scope and holds,
+//! peers in random regions, time passing through hold deadlines — every decision (pending
+//! changes and region votes included) compared after every step.
 
 mod common;
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use gslb_state_core::codec::ReportState;
 use gslb_state_core::reference::Reference;
-use gslb_state_core::{Connectivity, Decision, Input, KvRead, Node, Policy, Source};
+use gslb_state_core::{Connectivity, Decision, Input, KvRead, Node, Policy, QuorumScope};
 use proptest::prelude::*;
 
 /// Small clusters: three others and our own id (to check we ignore ourselves).
@@ -23,6 +24,38 @@ const LARGE_NODES: &[&str] = &[
 ];
 const LARGE_ENDPOINTS: &[&str] = &["e0", "e1", "e2", "e3", "e4", "e5"];
 const QS: [u8; 8] = [1, 18, 33, 50, 51, 66, 67, 100];
+/// Regions of peers (ours is the first); more than the engine keeps inline.
+const REGIONS: [&str; 6] = ["eu", "", "us", "ap", "sa", "af"];
+/// Hold times, ms: mostly none, some shorter and some longer than the TTL.
+const HOLDS_MS: [u64; 6] = [0, 0, 300, 1_000, 2_500, 6_000];
+
+/// Scope and holds of a node or a pushed config.
+#[derive(Debug, Clone, Copy)]
+struct Extra {
+    regions: bool,
+    hold_up: usize,
+    hold_down: usize,
+}
+
+fn extra() -> impl Strategy<Value = Extra> {
+    (any::<bool>(), 0..HOLDS_MS.len(), 0..HOLDS_MS.len()).prop_map(
+        |(regions, hold_up, hold_down)| Extra {
+            regions,
+            hold_up,
+            hold_down,
+        },
+    )
+}
+
+impl Extra {
+    fn scope(self) -> QuorumScope {
+        if self.regions {
+            QuorumScope::Regions
+        } else {
+            QuorumScope::Members
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -32,6 +65,7 @@ enum Op {
         inc: u64,
         seq: u64,
         report_seq: u64,
+        region: usize,
     },
     Batch {
         node: usize,
@@ -49,6 +83,7 @@ enum Op {
         hb_seq: u64,
         age_ms: i64,
         left: bool,
+        region: usize,
     },
     /// A live leave announcement.
     Leave {
@@ -68,6 +103,7 @@ enum Op {
         policy: usize,
         q: usize,
         ttl_ms: u64,
+        extra: Extra,
     },
     Connectivity(bool),
     /// `None` = snapshot, `Some(nodes.len())` = members bucket, `Some(n)` = node n's reports.
@@ -83,24 +119,30 @@ fn state() -> impl Strategy<Value = ReportState> {
     ]
 }
 
+/// A peer's region: usually the one of its index, sometimes another (a heartbeat of a later
+/// incarnation may come from elsewhere; within one, only the first counts).
+fn region() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => Just(usize::MAX), 1 => 0..REGIONS.len()]
+}
+
 fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
     let node = 0..nodes;
     let inc = 1u64..4;
     prop_oneof![
         4 => (0u64..2_500).prop_map(Op::Advance),
-        6 => (node.clone(), inc.clone(), 1u64..12, 0u64..12)
-            .prop_map(|(node, inc, seq, report_seq)| Op::Heartbeat { node, inc, seq, report_seq }),
+        6 => (node.clone(), inc.clone(), 1u64..12, 0u64..12, region())
+            .prop_map(|(node, inc, seq, report_seq, region)| Op::Heartbeat { node, inc, seq, report_seq, region }),
         6 => (node.clone(), inc.clone(), 1u64..12, proptest::collection::vec((0..endpoints, 1u64..12, state()), 0..4))
             .prop_map(|(node, inc, first, items)| Op::Batch { node, inc, first, items }),
         4 => (0..endpoints, proptest::option::of(any::<bool>())).prop_map(|(ep, healthy)| Op::Local { ep, healthy }),
-        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000, proptest::bool::weighted(0.15))
-            .prop_map(|(node, inc, hb_seq, age_ms, left)| Op::MemberRecord { node, inc, hb_seq, age_ms, left }),
+        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000, proptest::bool::weighted(0.15), region())
+            .prop_map(|(node, inc, hb_seq, age_ms, left, region)| Op::MemberRecord { node, inc, hb_seq, age_ms, left, region }),
         1 => (node.clone(), inc.clone()).prop_map(|(node, inc)| Op::Leave { node, inc }),
         2 => (node.clone(), inc, 0..endpoints, 1u64..12, state())
             .prop_map(|(node, inc, ep, seq, state)| Op::ReportRecord { node, inc, ep, seq, state }),
         3 => any::<usize>().prop_map(Op::Replay),
-        1 => (1u64..6, 0..4usize, 0..QS.len(), 1_500u64..5_000)
-            .prop_map(|(version, policy, q, ttl_ms)| Op::Config { version, policy, q, ttl_ms }),
+        1 => (1u64..6, 0..4usize, 0..QS.len(), 1_500u64..5_000, extra())
+            .prop_map(|(version, policy, q, ttl_ms, extra)| Op::Config { version, policy, q, ttl_ms, extra }),
         1 => any::<bool>().prop_map(Op::Connectivity),
         1 => (proptest::option::of(0..=nodes), any::<bool>()).prop_map(|(n, c)| Op::ReadDone(n, c)),
         1 => proptest::collection::vec(any::<u8>(), 0..16).prop_map(Op::Garbage),
@@ -121,10 +163,15 @@ impl Harness {
     fn new(
         policy: Policy,
         q: u8,
+        extra: Extra,
         nodes: &'static [&'static str],
         endpoints: &'static [&'static str],
     ) -> Self {
-        let config = node_config("me", policy, q);
+        let mut config = node_config("me", policy, q);
+        config.region = REGIONS[0].to_owned();
+        config.state.quorum_scope = extra.scope();
+        config.state.hold_up = std::time::Duration::from_millis(HOLDS_MS[extra.hold_up]);
+        config.state.hold_down = std::time::Duration::from_millis(HOLDS_MS[extra.hold_down]);
         Harness {
             nodes,
             endpoints,
@@ -134,6 +181,16 @@ impl Harness {
             sent: Vec::new(),
             t_ms: 0,
         }
+    }
+
+    /// Node `node`'s peer, in its region (`usize::MAX`: the one of its index).
+    fn peer(&self, node: usize, inc: u64, region: usize) -> Peer {
+        let region = if region == usize::MAX {
+            REGIONS[node % REGIONS.len()]
+        } else {
+            REGIONS[region]
+        };
+        Peer::in_region(self.nodes[node], inc, region)
     }
 
     fn feed(&mut self, input: Input) {
@@ -166,8 +223,9 @@ impl Harness {
                 inc,
                 seq,
                 report_seq,
+                region,
             } => {
-                let input = Peer::new(self.nodes[node], inc).heartbeat(
+                let input = self.peer(node, inc, region).heartbeat(
                     seq,
                     report_seq,
                     WALL_BASE_MS + self.t_ms,
@@ -200,9 +258,10 @@ impl Harness {
                 hb_seq,
                 age_ms,
                 left,
+                region,
             } => {
                 let sent = (WALL_BASE_MS + self.t_ms).saturating_add_signed(-age_ms);
-                let peer = Peer::new(self.nodes[node], inc);
+                let peer = self.peer(node, inc, region);
                 let input = if left {
                     peer.leave_record(hb_seq, sent)
                 } else {
@@ -239,11 +298,15 @@ impl Harness {
                 policy,
                 q,
                 ttl_ms,
+                extra,
             } => {
                 let yaml = format!(
-                    "cluster: {{id: {CLUSTER}}}\nstate: {{healthPolicy: {}, quorumMinPercent: {}, heartbeatInterval: 1s, heartbeatTTL: {ttl_ms}ms}}\n",
+                    "cluster: {{id: {CLUSTER}}}\nstate: {{healthPolicy: {}, quorumMinPercent: {}, heartbeatInterval: 1s, heartbeatTTL: {ttl_ms}ms, quorumScope: {}, holdUp: {}ms, holdDown: {}ms}}\n",
                     Policy::ALL[policy],
-                    QS[q]
+                    QS[q],
+                    extra.scope(),
+                    HOLDS_MS[extra.hold_up],
+                    HOLDS_MS[extra.hold_down],
                 );
                 self.feed(Input::ConfigEntry {
                     version,
@@ -301,13 +364,7 @@ impl Harness {
             .chain(self.endpoints.iter().copied())
         {
             let want = self.model.decision(ep);
-            let got = self.engine.decision(ep).unwrap_or(Decision {
-                healthy: None,
-                source: Source::Unknown,
-                healthy_reports: 0,
-                total_reports: 0,
-                local: None,
-            });
+            let got = self.engine.decision(ep).unwrap_or(Decision::UNKNOWN);
             prop_assert_eq!(got, want, "decision for {:?} after step {}", ep, step);
             prop_assert_eq!(
                 self.emitted.get(ep),
@@ -324,11 +381,12 @@ impl Harness {
 fn run(
     policy: usize,
     q: usize,
+    extra: Extra,
     ops: &[Op],
     nodes: &'static [&'static str],
     endpoints: &'static [&'static str],
 ) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(Policy::ALL[policy], QS[q], nodes, endpoints);
+    let mut h = Harness::new(Policy::ALL[policy], QS[q], extra, nodes, endpoints);
     for (i, op) in ops.iter().enumerate() {
         h.step(op);
         h.check(i)?;
@@ -343,9 +401,10 @@ proptest! {
     fn engine_matches_reference_small_clusters(
         policy in 0..4usize,
         q in 0..QS.len(),
+        extra in extra(),
         ops in proptest::collection::vec(op(SMALL_NODES.len(), SMALL_ENDPOINTS.len()), 1..300),
     ) {
-        run(policy, q, &ops, SMALL_NODES, SMALL_ENDPOINTS)?;
+        run(policy, q, extra, &ops, SMALL_NODES, SMALL_ENDPOINTS)?;
     }
 }
 
@@ -356,8 +415,9 @@ proptest! {
     fn engine_matches_reference_large_clusters(
         policy in 0..4usize,
         q in 0..QS.len(),
+        extra in extra(),
         ops in proptest::collection::vec(op(LARGE_NODES.len(), LARGE_ENDPOINTS.len()), 1..1000),
     ) {
-        run(policy, q, &ops, LARGE_NODES, LARGE_ENDPOINTS)?;
+        run(policy, q, extra, &ops, LARGE_NODES, LARGE_ENDPOINTS)?;
     }
 }

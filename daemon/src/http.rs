@@ -2,32 +2,40 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/decisions` | every endpoint: `healthy` (true/false/null), `source`, `healthy_reports`, `total_reports`, `local` |
-//! | `GET /v1/decisions/{endpoint}` | one endpoint (404 if unknown) |
+//! | `GET /v1/decisions` | every endpoint: `healthy` (true/false/null), `source`, `healthy_reports`, `total_reports`, `healthy_regions`, `total_regions`, `local`, `pending` |
+//! | `GET /v1/decisions/{endpoint}` | one endpoint (404 if unknown); `?explain=true` adds `explanation`: every member's part, the region votes, the rule in words |
 //! | `GET /v1/members` | every member: active or not, region, incarnation, last heard, reports, clock offset |
 //! | `PUT /v1/health/{endpoint}` | `{"healthy": true\|false}`: this node's observation, for external checkers |
 //! | `DELETE /v1/health/{endpoint}` | withdraw this node's observation |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the driver runs, with the NATS connection state |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gslb_state_core::names::check_endpoint_name;
-use gslb_state_core::{Decision, MemberInfo};
+use gslb_state_core::{
+    Decision, Explanation, Instant, MemberInfo, MemberPart, Pending, RegionVote,
+};
 use serde::{Deserialize, Serialize};
 
 use gslb_state_nats::Handle;
 
+/// Whole milliseconds of `d` (saturating).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One decision as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DecisionJson {
-    /// `true` up, `false` down, `null` unknown.
+    /// `true` up, `false` down, `null` unknown. While a change is pending, the verdict held.
     pub healthy: Option<bool>,
     /// `local`, `global`, `fallback-local` or `unknown`.
     pub source: String,
@@ -35,18 +43,219 @@ pub struct DecisionJson {
     pub healthy_reports: u32,
     /// Counted reports (this node included).
     pub total_reports: u32,
+    /// Regions whose counted reports meet `quorumMinPercent` (whatever `state.quorumScope`).
+    pub healthy_regions: u32,
+    /// Regions with a counted report.
+    pub total_regions: u32,
     /// This node's own observation.
     pub local: Option<bool>,
+    /// A change of verdict waiting for `state.holdUp`/`holdDown`; `null` when none is.
+    pub pending: Option<PendingJson>,
 }
 
-impl From<&Decision> for DecisionJson {
-    fn from(d: &Decision) -> Self {
+/// A pending change of verdict as JSON.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingJson {
+    /// The verdict that takes effect.
+    pub healthy: bool,
+    /// Milliseconds from now until it does (unless the rule's verdict changes back first).
+    pub in_ms: u64,
+}
+
+impl PendingJson {
+    /// `p` seen at `now` (the node's clock).
+    pub fn of(p: &Pending, now: Instant) -> PendingJson {
+        PendingJson {
+            healthy: p.healthy,
+            in_ms: ms(p.at.saturating_since(now)),
+        }
+    }
+}
+
+impl DecisionJson {
+    /// `d` seen at `now` (the node's clock, [`Handle::now`]): a pending change's instant
+    /// becomes the time left.
+    pub fn of(d: &Decision, now: Instant) -> DecisionJson {
         DecisionJson {
             healthy: d.healthy,
             source: d.source.as_str().to_owned(),
             healthy_reports: d.healthy_reports,
             total_reports: d.total_reports,
+            healthy_regions: d.healthy_regions,
+            total_regions: d.total_regions,
             local: d.local,
+            pending: d.pending.as_ref().map(|p| PendingJson::of(p, now)),
+        }
+    }
+}
+
+/// `GET /v1/decisions/{endpoint}?explain=true`: the decision, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExplainedDecisionJson {
+    /// The decision (the same fields as without `explain`).
+    #[serde(flatten)]
+    pub decision: DecisionJson,
+    /// Why.
+    pub explanation: ExplanationJson,
+}
+
+/// An endpoint's decision explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExplanationJson {
+    /// The rule in force.
+    pub rule: RuleJson,
+    /// The hold times in force.
+    pub holds: HoldsJson,
+    /// What the rule says now, before holds (differs from `healthy` only while a change is
+    /// pending).
+    pub rule_verdict: Option<bool>,
+    /// The rule applied, in words (`global-quorum: 3 of 5 healthy = 60% >= 51%`).
+    pub summary: String,
+    /// Every remembered member, this node first, then the others by id.
+    pub members: Vec<MemberPartJson>,
+    /// Every region with a counted report, by name, with its vote (what the rule weighs under
+    /// `quorumScope: regions`; for information under `members`).
+    pub regions: Vec<RegionVoteJson>,
+    /// The pending change, with the hold it waits for; `null` when none is.
+    pub pending: Option<ExplainedPendingJson>,
+}
+
+/// `state.healthPolicy`, `state.quorumMinPercent`, `state.quorumScope`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleJson {
+    /// The policy.
+    pub policy: String,
+    /// The threshold.
+    pub quorum_min_percent: u8,
+    /// `members` or `regions`.
+    pub scope: String,
+}
+
+/// `state.holdUp`, `state.holdDown` in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HoldsJson {
+    /// `state.holdUp`.
+    pub up_ms: u64,
+    /// `state.holdDown`.
+    pub down_ms: u64,
+}
+
+/// A pending change explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExplainedPendingJson {
+    /// The verdict that takes effect.
+    pub healthy: bool,
+    /// Milliseconds from now until it does.
+    pub in_ms: u64,
+    /// The hold it waits for: `holdUp` or `holdDown`.
+    pub hold: String,
+    /// That hold, in milliseconds.
+    pub hold_ms: u64,
+}
+
+/// One member's part in a decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberPartJson {
+    /// Node id.
+    pub node: String,
+    /// Its region.
+    pub region: String,
+    /// This node.
+    pub local: bool,
+    /// Active (counted in decisions); this node always is.
+    pub active: bool,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// What it said: `healthy`, `unhealthy`, `withdrawn` or `none`.
+    pub said: String,
+    /// The sequence of that report, if one is held.
+    pub seq: Option<u64>,
+    /// Whether its report is in the counts.
+    pub counted: bool,
+    /// Its part: `vote`, `local-verdict`, `fallback-local`, `not-used`, `inactive`, `left`,
+    /// `no-report` or `withdrawn`.
+    pub part: String,
+    /// The part in words (`counted`, `not counted: inactive (no heartbeat within the TTL)`).
+    pub why: String,
+    /// Milliseconds since its latest heartbeat (`null` for this node and a member never heard).
+    pub age_ms: Option<u64>,
+}
+
+impl From<&MemberPart> for MemberPartJson {
+    fn from(m: &MemberPart) -> Self {
+        MemberPartJson {
+            node: m.node.clone(),
+            region: m.region.clone(),
+            local: m.local,
+            active: m.active,
+            incarnation: m.incarnation,
+            said: m.said.as_str().to_owned(),
+            seq: m.seq,
+            counted: m.counted,
+            part: m.part.as_str().to_owned(),
+            why: m.part.describe().to_owned(),
+            age_ms: m.age.map(ms),
+        }
+    }
+}
+
+/// One region's vote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegionVoteJson {
+    /// The region (possibly empty).
+    pub region: String,
+    /// Counted reports in it that say healthy.
+    pub healthy: u32,
+    /// Counted reports in it.
+    pub total: u32,
+    /// Whether they meet the threshold.
+    pub healthy_vote: bool,
+}
+
+impl From<&RegionVote> for RegionVoteJson {
+    fn from(r: &RegionVote) -> Self {
+        RegionVoteJson {
+            region: r.region.clone(),
+            healthy: r.healthy,
+            total: r.total,
+            healthy_vote: r.healthy_vote,
+        }
+    }
+}
+
+impl From<&Explanation> for ExplainedDecisionJson {
+    fn from(x: &Explanation) -> Self {
+        let pending = x.decision.pending.as_ref().map(|p| {
+            let (hold, hold_ms) = if p.healthy {
+                ("holdUp", ms(x.holds.up))
+            } else {
+                ("holdDown", ms(x.holds.down))
+            };
+            ExplainedPendingJson {
+                healthy: p.healthy,
+                in_ms: ms(p.at.saturating_since(x.now)),
+                hold: hold.to_owned(),
+                hold_ms,
+            }
+        });
+        ExplainedDecisionJson {
+            decision: DecisionJson::of(&x.decision, x.now),
+            explanation: ExplanationJson {
+                rule: RuleJson {
+                    policy: x.rule.policy.as_str().to_owned(),
+                    quorum_min_percent: x.rule.quorum_min_percent,
+                    scope: x.rule.scope.as_str().to_owned(),
+                },
+                holds: HoldsJson {
+                    up_ms: ms(x.holds.up),
+                    down_ms: ms(x.holds.down),
+                },
+                rule_verdict: x.rule_verdict,
+                summary: x.summary.clone(),
+                members: x.members.iter().map(MemberPartJson::from).collect(),
+                regions: x.regions.iter().map(RegionVoteJson::from).collect(),
+                pending,
+            },
         }
     }
 }
@@ -152,23 +361,54 @@ fn stopped() -> Response {
 
 async fn decisions(State(s): State<AppState>) -> Response {
     match s.node.decisions().await {
-        Ok(all) => axum::Json(DecisionsJson {
-            node: s.node.node_id().to_owned(),
-            policy: s.node.policy().0.to_string(),
-            decisions: all.iter().map(|(e, d)| (e.clone(), d.into())).collect(),
-        })
-        .into_response(),
+        Ok(all) => {
+            let now = s.node.now();
+            axum::Json(DecisionsJson {
+                node: s.node.node_id().to_owned(),
+                policy: s.node.policy().0.to_string(),
+                decisions: all
+                    .iter()
+                    .map(|(e, d)| (e.clone(), DecisionJson::of(d, now)))
+                    .collect(),
+            })
+            .into_response()
+        }
         Err(_) => stopped(),
     }
 }
 
-async fn decision(State(s): State<AppState>, Path(endpoint): Path<String>) -> Response {
-    match s.node.decision(&endpoint) {
-        Some(d) => axum::Json(DecisionJson::from(&d)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("unknown endpoint {endpoint:?}"),
-        ),
+fn unknown_endpoint(endpoint: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("unknown endpoint {endpoint:?}"),
+    )
+}
+
+/// `?explain=true|false` (also `1`/`0`, `yes`/`no`; absent is false).
+fn explain_wanted(query: &HashMap<String, String>) -> Result<bool, String> {
+    match query.get("explain").map(String::as_str) {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes" | "") => Ok(true),
+        Some(other) => Err(format!("explain: expected true or false, got {other:?}")),
+    }
+}
+
+async fn decision(
+    State(s): State<AppState>,
+    Path(endpoint): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match explain_wanted(&query) {
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Ok(false) => match s.node.decision(&endpoint) {
+            Some(d) => axum::Json(DecisionJson::of(&d, s.node.now())).into_response(),
+            None => unknown_endpoint(&endpoint),
+        },
+        Ok(true) => match s.node.explain(&endpoint).await {
+            Ok(Some(x)) => axum::Json(ExplainedDecisionJson::from(&x)).into_response(),
+            Ok(None) => unknown_endpoint(&endpoint),
+            Err(_) => stopped(),
+        },
     }
 }
 

@@ -3,7 +3,8 @@
 //! The `gslb-state` binary an operator runs: it reads the guide's configuration file
 //! ([`config_file`]), runs a node through the `gslb-state-nats` library with the built-in
 //! probes ([`probe`]), serves the HTTP API and metrics ([`http`]), applies what config sync
-//! wants in force and drains on SIGTERM ([`run`]); and the operator's tools ([`tools`]).
+//! wants in force and drains on SIGTERM ([`run`]); the operator's tools ([`tools`]); and
+//! [`scenario`], which plays a `gslb-sim` scenario file on real daemons and nats-servers.
 
 #![warn(missing_docs)]
 
@@ -11,4 +12,5 @@ pub mod config_file;
 pub mod http;
 pub mod probe;
 pub mod run;
+pub mod scenario;
 pub mod tools;

@@ -44,7 +44,7 @@ pub fn check_config(path: &Path) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("{} (host name)", host_name()));
     println!(
-        "{}: valid: cluster={} node={} policy={} quorumMinPercent={} heartbeatInterval={:?} heartbeatTTL={:?} endpoints={} configSync={}",
+        "{}: valid: cluster={} node={} policy={} quorumMinPercent={} heartbeatInterval={:?} heartbeatTTL={:?} endpoints={} configSync={} quorumScope={} holdUp={} holdDown={}",
         path.display(),
         c.cluster_id,
         node,
@@ -54,6 +54,13 @@ pub fn check_config(path: &Path) -> Result<(), String> {
         c.state.heartbeat_ttl,
         c.endpoints.len(),
         c.state.enable_config_sync,
+        c.state.quorum_scope,
+        humantime::format_duration(c.state.hold_up)
+            .to_string()
+            .replace(' ', ""),
+        humantime::format_duration(c.state.hold_down)
+            .to_string()
+            .replace(' ', ""),
     );
     if let Some(cs) = &c.config_sync
         && cs.stream_name_was_mapped()

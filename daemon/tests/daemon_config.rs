@@ -114,6 +114,47 @@ fn cases() -> Vec<Case> {
             says: "no cluster section",
         },
         Case {
+            what: "unknown quorumScope",
+            yaml: with(
+                "  quorumMinPercent: 51\n",
+                "  quorumMinPercent: 51\n  quorumScope: \"datacenters\"\n",
+            ),
+            key: "state.quorumScope",
+            line: Some(6),
+            says: "unknown scope \"datacenters\"; expected one of members, regions",
+        },
+        Case {
+            what: "negative holdDown",
+            yaml: format!(
+                "{}  holdDown: \"-5s\"\n{}",
+                &VALID[..VALID.find("nats:").unwrap()],
+                &VALID[VALID.find("nats:").unwrap()..]
+            ),
+            key: "state.holdDown",
+            line: Some(8),
+            says: "must not be negative",
+        },
+        Case {
+            what: "malformed holdUp",
+            yaml: with(
+                "  heartbeatInterval: \"1s\"\n",
+                "  holdUp: \"soon\"\n  heartbeatInterval: \"1s\"\n",
+            ),
+            key: "state.holdUp",
+            line: Some(6),
+            says: "expected a duration",
+        },
+        Case {
+            what: "holdUp longer than a week",
+            yaml: with(
+                "  heartbeatInterval: \"1s\"\n",
+                "  holdUp: \"8d\"\n  heartbeatInterval: \"1s\"\n",
+            ),
+            key: "state.holdUp",
+            line: Some(6),
+            says: "longer than a week",
+        },
+        Case {
             what: "broken YAML: unclosed flow sequence",
             yaml: with(
                 "[\"nats://127.0.0.1:1\"]",
@@ -270,11 +311,34 @@ fn the_guides_example_passes_check_config_unedited() {
         "heartbeatInterval=10s",
         "heartbeatTTL=30s",
         "configSync=true",
+        // Beyond the guide, off by default.
+        "quorumScope=members holdUp=0s holdDown=0s",
         "config.stream \"PLEIADES.cfg\" is not a legal NATS stream name; \"PLEIADES_cfg\" is used",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
     assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
+/// The settings beyond the guide (`state.quorumScope`, `state.holdUp`, `state.holdDown`) are
+/// read and reported by `check-config`.
+#[test]
+fn scope_and_holds_are_reported_by_check_config() {
+    let dir = TestDir::new();
+    let path = dir.file("beyond.yaml");
+    let yaml = VALID.replacen(
+        "  heartbeatTTL: \"3s\"\n",
+        "  heartbeatTTL: \"3s\"\n  quorumScope: \"regions\"\n  holdUp: \"30s\"\n  holdDown: \"1m 30s\"\n",
+        1,
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = run_cli(&["check-config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("quorumScope=regions holdUp=30s holdDown=1m30s"),
+        "{stdout}"
+    );
 }
 
 /// A missing file is an error naming it, for both commands.

@@ -7,8 +7,11 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use gslb_state_core::config::Config;
-use gslb_state_core::{Decision, DownReason, Limits, MemberInfo, NodeConfig, Policy, Stats};
+use gslb_state_core::{
+    Decision, DownReason, Explanation, Instant, Limits, MemberInfo, NodeConfig, Policy, Stats,
+};
 
+use crate::clock::Clock;
 use crate::error::StartError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -53,7 +56,8 @@ impl NodeOptions {
 /// Something that happened, for subscribers ([`Handle::subscribe`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The decision for `endpoint` changed.
+    /// The verdict or the source of `endpoint`'s decision changed (a pending change appearing
+    /// or ending, or counts alone, are no event: [`Handle::decision`] has them).
     Decision {
         /// The endpoint.
         endpoint: String,
@@ -155,6 +159,10 @@ pub(crate) enum Command {
         healthy: Option<bool>,
     },
     Decisions(oneshot::Sender<Vec<(String, Decision)>>),
+    Explain {
+        endpoint: String,
+        reply: oneshot::Sender<Option<Explanation>>,
+    },
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Stats(oneshot::Sender<Stats>),
     ConfigApplied {
@@ -171,6 +179,8 @@ pub(crate) enum Command {
 
 /// State shared between the handle and the driver thread.
 pub(crate) struct Shared {
+    /// The driver's monotonic clock (the core's [`Instant`]s are on it).
+    pub(crate) clock: Clock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) decisions: RwLock<HashMap<String, Decision>>,
@@ -215,6 +225,7 @@ impl Handle {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, first_subscriber) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
+            clock: Clock::start(),
             metrics: Arc::new(Metrics::new()),
             events,
             decisions: RwLock::new(HashMap::new()),
@@ -292,8 +303,10 @@ impl Handle {
             .map_err(|_| Stopped)
     }
 
-    /// The decision in force for `endpoint`, with its current counts (updated after every
-    /// change the driver hands in); a shared-map lookup, cheap enough for every DNS answer.
+    /// The decision in force for `endpoint`, with its current counts and its pending change
+    /// (`state.holdUp`/`holdDown`; updated after every change the driver hands in, a pending
+    /// change appearing, moving or ending included); a shared-map lookup, cheap enough for
+    /// every DNS answer. `pending.at` is on [`Handle::now`]'s clock.
     pub fn decision(&self, endpoint: &str) -> Option<Decision> {
         self.shared
             .decisions
@@ -309,6 +322,29 @@ impl Handle {
             .send(Command::Decisions(tx))
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+
+    /// Why `endpoint` is decided as it is ([`Explanation`]): every member's part (region,
+    /// activity, its report, counted or why not, age), the region votes, the rule and holds in
+    /// force, a pending change, and the rule in words. Asked of the core, brought up to the
+    /// current instant first: `explanation.now` is [`Handle::now`] at the time of the call, so
+    /// `pending.at - now` is the time left. `Ok(None)` for an endpoint the node never heard of.
+    pub async fn explain(&self, endpoint: &str) -> Result<Option<Explanation>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Explain {
+                endpoint: endpoint.to_owned(),
+                reply,
+            })
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The current instant on the node's monotonic clock, the clock of the core's
+    /// [`Instant`]s: a [`Decision`]'s `pending.at` takes effect in
+    /// `at.saturating_since(handle.now())`.
+    pub fn now(&self) -> Instant {
+        self.shared.clock.now().mono
     }
 
     /// Every member, this node first.

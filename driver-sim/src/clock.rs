@@ -29,6 +29,11 @@ impl Clock {
         }
     }
 
+    /// Its drift rate, in parts per billion.
+    pub fn drift_ppb(&self) -> i64 {
+        self.drift_ppb
+    }
+
     /// The clock's offset from true time at `t_ns`, in ms (drift included).
     pub fn offset_at_ms(&self, t_ns: u64) -> i64 {
         if self.drift_ppb == 0 {

@@ -41,6 +41,7 @@ pub mod fuzz;
 pub mod invariants;
 pub mod kv;
 pub mod net;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod schedule;

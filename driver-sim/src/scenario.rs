@@ -206,6 +206,13 @@ pub struct ExpectChecks {
     pub healthy_reports: Option<u32>,
     /// Expected count of reports.
     pub total_reports: Option<u32>,
+    /// Expected count of regions whose counted reports meet the threshold.
+    pub healthy_regions: Option<u32>,
+    /// Expected count of regions with a counted report.
+    pub total_regions: Option<u32>,
+    /// Expected pending change (`Some(None)` = none pending, `Some(Some(h))` = a change to
+    /// `h` waits for its hold); `None` = not checked.
+    pub pending: Option<Option<bool>>,
     /// Expected active members (sorted ids, the node itself included).
     pub active_members: Option<Vec<String>>,
 }

@@ -1,10 +1,12 @@
-//! Random fault schedules for `gslb-sim check`: a scenario per seed with a random policy,
-//! network, monotonic clock origins, observations and faults, followed by a quiet tail in
+//! Random fault schedules for `gslb-sim check`: a scenario per seed with a random policy
+//! (quorum scope, holds and regions included), network, monotonic clock origins,
+//! observations and faults, followed by a quiet tail in
 //! which the invariants about agreement can be checked; and the variants of it that the
 //! other runs use (clock offsets, wild clocks, wall clocks stepped back at restarts).
 
 use std::time::Duration;
 
+use gslb_state_core::policy::QuorumScope;
 use gslb_state_core::{Config, Policy};
 
 use crate::rng::Rng;
@@ -69,13 +71,40 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
         network.links.push(LinkOverride::between(a, b, slow));
     }
 
+    // Beyond the guide, from a stream of their own (so the rest of each seed's draws stay as
+    // they were): a third of the seeds weigh the quorum by region, a third hold changes, and
+    // the nodes are spread over one to three regions (or one each).
+    let mut rule_rng = Rng::new(seed ^ 0x0005_C0BE_401D);
+    if rule_rng.chance(1.0 / 3.0) {
+        state.quorum_scope = QuorumScope::Regions;
+    }
+    if rule_rng.chance(1.0 / 3.0) {
+        let ttl_ms = state.heartbeat_ttl.as_millis() as u64;
+        let picks = [
+            0,
+            interval_ms / 2,
+            interval_ms,
+            ttl_ms,
+            3 * ttl_ms,
+            rule_rng.range(1, 5_000),
+        ];
+        state.hold_up = Duration::from_millis(*rule_rng.pick(&picks).expect("non-empty"));
+        state.hold_down = Duration::from_millis(*rule_rng.pick(&picks).expect("non-empty"));
+    }
+    let region_count = *rule_rng.pick(&[1, 2, 3, 3, nodes]).expect("non-empty");
+
     // Monotonic clocks from a stream of their own: half start at 0 at every (re)start, as
     // production's do; the others read up to days at time 0 and run on across restarts.
     let mut mono_rng = Rng::new(seed ^ 0x000A_0C1C_10C4);
     let node_specs: Vec<NodeSpec> = (0..nodes)
         .map(|i| NodeSpec {
             id: format!("n{i}"),
-            region: format!("r{}", i % 3),
+            // One region: the empty one, which is a region too.
+            region: if region_count == 1 {
+                String::new()
+            } else {
+                format!("r{}", i % region_count)
+            },
             start_ns: 0,
             clock_offset_ms: 0,
             drift_ppb: 0,

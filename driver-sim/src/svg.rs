@@ -1,14 +1,16 @@
 //! The timeline as a picture: one row per (endpoint, node) with the decision in force over
-//! time, partitions and broker outages shaded across the plot, isolation and crashes shaded on
-//! the rows of the node concerned, and every expectation marked where it was checked.
+//! time (striped in the colour of the coming verdict while a change waits for its hold),
+//! partitions and broker outages shaded across the plot, isolation and crashes shaded on the
+//! rows of the node concerned, and every expectation marked where it was checked.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
 
 use gslb_state_core::Source;
+use gslb_state_core::policy::{Pending, QuorumScope};
 
-use crate::scenario::{NS_PER_MS, Scenario};
+use crate::scenario::{NS_PER_MS, Scenario, fmt_time};
 use crate::trace::{FaultKind, Record};
 use crate::world::Outcome;
 
@@ -24,6 +26,9 @@ const UNHEALTHY: &str = "#e53935";
 const UNKNOWN: &str = "#c7c7c7";
 const HEALTHY_FALLBACK: &str = "#a5d6a7";
 const UNHEALTHY_FALLBACK: &str = "#ef9a9a";
+/// Pattern ids: stripes of the verdict a pending change brings.
+const PENDING_UP: &str = "pending-up";
+const PENDING_DOWN: &str = "pending-down";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -100,8 +105,21 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
         svg,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">"##
     );
+    let holds = !scenario.state.holds().is_none();
     svg.push_str(
-        r##"<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#ffffff"/><line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/></pattern></defs>
+        r##"<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#ffffff"/><line x1="0" y1="0" x2="0" y2="6" stroke="#555" stroke-width="2"/></pattern>"##,
+    );
+    if holds {
+        // Stripes in the colour of the verdict a pending change would bring.
+        for (id, color) in [(PENDING_UP, HEALTHY), (PENDING_DOWN, UNHEALTHY)] {
+            let _ = write!(
+                svg,
+                r##"<pattern id="{id}" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)"><line x1="0" y1="0" x2="0" y2="7" stroke="{color}" stroke-width="3"/></pattern>"##
+            );
+        }
+    }
+    svg.push_str(
+        r##"</defs>
 <rect width="100%" height="100%" fill="#ffffff"/>
 "##,
     );
@@ -110,16 +128,31 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
         r##"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"##,
         esc(title)
     );
+    let st = &scenario.state;
+    let regions = st.quorum_scope == QuorumScope::Regions;
+    let scope = if regions { ", quorumScope regions" } else { "" };
+    let hold_text = if holds {
+        format!(
+            ", holdUp {}, holdDown {}",
+            humantime::format_duration(st.hold_up),
+            humantime::format_duration(st.hold_down)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         svg,
-        r##"<text x="10" y="38">policy {} (quorumMinPercent {}), heartbeat {}, TTL {}, seed {}</text>"##,
-        scenario.state.policy,
-        scenario.state.quorum_min_percent,
-        humantime::format_duration(scenario.state.heartbeat_interval),
-        humantime::format_duration(scenario.state.heartbeat_ttl),
+        r##"<text x="10" y="38">policy {} (quorumMinPercent {}{scope}), heartbeat {}, TTL {}{hold_text}, seed {}</text>"##,
+        st.policy,
+        st.quorum_min_percent,
+        humantime::format_duration(st.heartbeat_interval),
+        humantime::format_duration(st.heartbeat_ttl),
         scenario.seed
     );
     legend(&mut svg);
+    if holds {
+        pending_legend(&mut svg);
+    }
 
     // Cluster-wide bands behind the rows.
     for i in intervals(outcome, FaultKind::Partition, FaultKind::Heal, end_ns) {
@@ -165,12 +198,22 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
         );
         for (ni, node) in nodes.iter().enumerate() {
             let y = row_y(ei, ni);
+            let label = if regions {
+                let region = if node.region.is_empty() {
+                    "\"\""
+                } else {
+                    &node.region
+                };
+                format!("{} ({region})", node.id)
+            } else {
+                node.id.clone()
+            };
             let _ = writeln!(
                 svg,
                 r##"<text x="{}" y="{}" text-anchor="end">{}</text>"##,
                 LEFT - 6.0,
                 y + 11.0,
-                esc(&node.id)
+                esc(&label)
             );
             let changes = outcome.trace.decisions_of(ni as u32, endpoint);
             let node_lives = lives.get(&(ni as u32)).map(Vec::as_slice).unwrap_or(&[]);
@@ -193,13 +236,21 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
             for life in node_lives {
                 let (start, stop) = (life.start, life.end);
                 let mut t = start;
-                let (mut healthy, mut source) = (None, Source::Unknown);
+                let mut shown = Shown {
+                    healthy: None,
+                    source: Source::Unknown,
+                    pending: None,
+                };
                 for &(ct, d) in changes.iter().filter(|(ct, _)| *ct >= start && *ct < stop) {
-                    segment(&mut svg, x(t), x(ct), y, healthy, source);
+                    segment(&mut svg, x(t), x(ct), y, shown);
                     t = ct;
-                    (healthy, source) = (d.healthy, d.source);
+                    shown = Shown {
+                        healthy: d.healthy,
+                        source: d.source,
+                        pending: d.pending,
+                    };
                 }
-                segment(&mut svg, x(t), x(stop), y, healthy, source);
+                segment(&mut svg, x(t), x(stop), y, shown);
             }
         }
     }
@@ -251,8 +302,23 @@ pub fn render(scenario: &Scenario, outcome: &Outcome, title: &str) -> String {
     svg
 }
 
-/// A stretch of a row from `x0` to `x1` in the colour of a decision.
-fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, healthy: Option<bool>, source: Source) {
+/// A decision as a row shows it.
+#[derive(Clone, Copy)]
+struct Shown {
+    healthy: Option<bool>,
+    source: Source,
+    /// A change waiting for its hold (its instant in simulated time, as the trace keeps it).
+    pending: Option<Pending>,
+}
+
+/// A stretch of a row from `x0` to `x1` in the colour of a decision; striped in the colour
+/// of the coming verdict while a change is pending.
+fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, shown: Shown) {
+    let Shown {
+        healthy,
+        source,
+        pending,
+    } = shown;
     if x1 <= x0 {
         return;
     }
@@ -269,14 +335,58 @@ fn segment(svg: &mut String, x0: f64, x1: f64, y: f64, healthy: Option<bool>, so
         Some(false) => "unhealthy",
         None => "unknown",
     };
+    let Some(p) = pending else {
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{x0:.2}" y="{}" width="{:.2}" height="{}" fill="{color}"><title>{verdict} ({})</title></rect>"##,
+            y + 1.0,
+            x1 - x0,
+            ROW_H - 2.0,
+            source
+        );
+        return;
+    };
+    let (stripes, coming) = if p.healthy {
+        (PENDING_UP, "healthy")
+    } else {
+        (PENDING_DOWN, "unhealthy")
+    };
     let _ = writeln!(
         svg,
-        r##"<rect x="{x0:.2}" y="{}" width="{:.2}" height="{}" fill="{color}"><title>{verdict} ({})</title></rect>"##,
+        r##"<g><title>{verdict} ({source}); {coming} pending, due at {}</title><rect x="{x0:.2}" y="{}" width="{:.2}" height="{}" fill="{color}"/><rect x="{x0:.2}" y="{}" width="{:.2}" height="{}" fill="url(#{stripes})"/></g>"##,
+        fmt_time(p.at.as_nanos()),
         y + 1.0,
         x1 - x0,
         ROW_H - 2.0,
-        source
+        y + 1.0,
+        x1 - x0,
+        ROW_H - 2.0,
     );
+}
+
+/// The second legend row, for a scenario with holds: the striped segments.
+fn pending_legend(svg: &mut String) {
+    let items = [
+        (
+            HEALTHY,
+            PENDING_DOWN,
+            "healthy held, unhealthy pending (holdDown)",
+        ),
+        (
+            UNHEALTHY,
+            PENDING_UP,
+            "unhealthy held, healthy pending (holdUp)",
+        ),
+    ];
+    let mut lx = 10.0;
+    for (base, stripes, label) in items {
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{lx}" y="66" width="14" height="10" fill="{base}" stroke="#999" stroke-width="0.5"/><rect x="{lx}" y="66" width="14" height="10" fill="url(#{stripes})"/><text x="{}" y="75">{label}</text>"##,
+            lx + 18.0
+        );
+        lx += 28.0 + label.len() as f64 * 6.0;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -4,13 +4,18 @@
 use std::fmt::Write as _;
 
 use gslb_state_core::Decision;
+use gslb_state_core::policy::{RegionCounts, RemoteCounts, Rule, decide};
 
 use crate::scenario::{NS_PER_MS, fmt_time};
 
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    /// A node's decision on an endpoint changed.
+    /// A node's decision on an endpoint changed: its verdict or source (the core's
+    /// [`gslb_state_core::Output::Decision`]), or, when the scenario has holds, its pending
+    /// change or the rule's verdict behind it (seen with [`gslb_state_core::Node::poll_updated`]).
+    /// A pending change's instant (`decision.pending.at`) is in simulated time here, like
+    /// `t_ns`, not on the node's monotonic clock.
     Decision {
         /// When.
         t_ns: u64,
@@ -102,6 +107,12 @@ pub struct Trace {
     pub nodes: Vec<String>,
     /// The records, in order.
     pub records: Vec<Record>,
+    /// The quorum is by region (`state.quorumScope: regions`): renderings show the region
+    /// counts.
+    pub regions: bool,
+    /// The scenario has holds (`state.holdUp` / `state.holdDown`): renderings show pending
+    /// changes.
+    pub holds: bool,
 }
 
 fn json_str(s: &str) -> String {
@@ -124,21 +135,66 @@ fn verdict_word(healthy: Option<bool>) -> &'static str {
     }
 }
 
-/// A decision in an operator's words: `unhealthy (global: 1 of 3 reports healthy)`.
+/// What `rule` says about an endpoint from the counts of decision `d` (its current ones, also
+/// while a change is pending): the verdict before holds, recomputed outside the core.
+pub fn rule_verdict(rule: Rule, d: &Decision) -> Option<bool> {
+    let mine = u32::from(d.local.is_some());
+    let remote = RemoteCounts {
+        healthy: d
+            .healthy_reports
+            .saturating_sub(u32::from(d.local == Some(true))),
+        total: d.total_reports.saturating_sub(mine),
+    };
+    let regions = RegionCounts {
+        healthy: d.healthy_regions,
+        total: d.total_regions,
+    };
+    decide(rule, d.local, remote, regions).healthy
+}
+
+/// A decision in an operator's words: `unhealthy (global: 1 of 3 reports healthy; local
+/// observation: none)`, and `; pending: healthy` while a change waits for its hold.
 pub fn explain(d: &Decision) -> String {
+    describe(d, false, false)
+}
+
+/// [`explain`] with the region counts: `unhealthy (global: 4 of 6 reports healthy, 1 of 3
+/// regions healthy; local observation: healthy)`.
+pub fn explain_with_regions(d: &Decision) -> String {
+    describe(d, true, false)
+}
+
+/// A decision as a trace shows it: with the region counts when `regions`, and the instant
+/// a pending change takes effect (in simulated time, as trace records keep it).
+fn describe(d: &Decision, regions: bool, pending_at: bool) -> String {
     let local = match d.local {
         Some(true) => "healthy",
         Some(false) => "unhealthy",
         None => "none",
     };
-    format!(
-        "{} ({}: {} of {} reports healthy; local observation: {})",
+    let mut out = format!(
+        "{} ({}: {} of {} reports healthy",
         verdict_word(d.healthy),
         d.source,
         d.healthy_reports,
         d.total_reports,
-        local
-    )
+    );
+    if regions {
+        let _ = write!(
+            out,
+            ", {} of {} regions healthy",
+            d.healthy_regions, d.total_regions
+        );
+    }
+    let _ = write!(out, "; local observation: {local}");
+    if let Some(p) = d.pending {
+        let _ = write!(out, "; pending: {}", verdict_word(Some(p.healthy)));
+        if pending_at {
+            let _ = write!(out, " at {}", fmt_time(p.at.as_nanos()));
+        }
+    }
+    out.push(')');
+    out
 }
 
 impl Trace {
@@ -154,9 +210,9 @@ impl Trace {
                     endpoint,
                     decision: d,
                 } => {
-                    let _ = writeln!(
+                    let _ = write!(
                         out,
-                        "{{\"t_ms\":{},\"node\":{},\"endpoint\":{},\"healthy\":{},\"source\":\"{}\",\"healthy_reports\":{},\"total_reports\":{}}}",
+                        "{{\"t_ms\":{},\"node\":{},\"endpoint\":{},\"healthy\":{},\"source\":\"{}\",\"healthy_reports\":{},\"total_reports\":{}",
                         t_ns / NS_PER_MS,
                         json_str(&self.nodes[*node as usize]),
                         json_str(endpoint),
@@ -165,6 +221,27 @@ impl Trace {
                         d.healthy_reports,
                         d.total_reports
                     );
+                    if self.regions {
+                        let _ = write!(
+                            out,
+                            ",\"healthy_regions\":{},\"total_regions\":{}",
+                            d.healthy_regions, d.total_regions
+                        );
+                    }
+                    if self.holds {
+                        match d.pending {
+                            None => out.push_str(",\"pending\":null"),
+                            Some(p) => {
+                                let _ = write!(
+                                    out,
+                                    ",\"pending\":{{\"healthy\":{},\"t_ms\":{}}}",
+                                    p.healthy,
+                                    p.at.as_nanos() / NS_PER_MS
+                                );
+                            }
+                        }
+                    }
+                    out.push_str("}\n");
                 }
                 Record::Members { t_ns, node, active } => {
                     let list: Vec<String> = active.iter().map(|m| json_str(m)).collect();
@@ -199,7 +276,7 @@ impl Trace {
                         out,
                         "{t:>9}  {:width$}  {endpoint}: {}",
                         self.nodes[*node as usize],
-                        explain(decision)
+                        describe(decision, self.regions, true)
                     );
                 }
                 Record::Members { node, active, .. } => {

@@ -184,3 +184,122 @@ fn check_runs_seeds_and_reports_success() {
     let out = sim(&["bench", "--duration", "soon"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_failed_expectation_is_explained_by_its_node_and_a_passing_run_is_not() {
+    let out = sim(&["run", "tests/data/issue-scenario.yaml"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "        saw web: unknown (unknown: 0 of 0 reports healthy; local observation: none)\n        explained by us-1 at 8.000s:\n          web: unknown (source unknown;"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("            rule: global-quorum: no reports (unknown)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "              us-1 (region \"\", this node): none, not counted: no report\n"
+        ),
+        "{stdout}"
+    );
+    // With --json the failure and its explanation go to stderr.
+    let out = sim(&["run", "tests/data/issue-scenario.yaml", "--json"]);
+    assert!(
+        text(&out.stderr).contains("explained by us-1 at 8.000s:"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A wrong expectation on the region example: the rule and the region votes say why.
+    let region = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/quorum-by-region.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "{ at: 14s, node: eu-1, endpoint: api, healthy: false,",
+        "{ at: 14s, node: eu-1, endpoint: api, healthy: true,",
+    );
+    let path = temp("wrong-region.yaml", &region);
+    let out = sim(&["run", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("expectations: 9 held, 1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "            rule: global-quorum by region: 1 of 3 regions healthy = 33% < 51% (ap: 0/1, eu: 4/4, us: 0/1)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("            regions: ap 0/1 unhealthy, eu 4/4 healthy, us 0/1 unhealthy\n"),
+        "{stdout}"
+    );
+
+    let out = sim(&["run", "../examples/hold-down.yaml"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("explained by"), "{stdout}");
+}
+
+#[test]
+fn holds_and_region_counts_show_in_the_timeline_the_json_and_the_svg() {
+    let svg = std::env::temp_dir().join(format!("gslb-sim-cli-holds-{}.svg", std::process::id()));
+    let out = sim(&[
+        "run",
+        "../examples/hold-down.yaml",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("heartbeat every 1s, TTL 3s, holdUp 10s, holdDown 5s\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "ap-1  web: healthy (global: 1 of 3 reports healthy; local observation: healthy; pending: unhealthy at 15.014s)"
+        ),
+        "{stdout}"
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.contains(r#"fill="url(#pending-down)""#),
+        "stripes while pending"
+    );
+    assert!(picture.contains("healthy held, unhealthy pending (holdDown)"));
+    assert!(picture.contains("unhealthy pending, due at 15.014s"));
+    let _ = std::fs::remove_file(svg);
+
+    let out = sim(&["run", "../examples/hold-down.yaml", "--json"]);
+    let stdout = text(&out.stdout);
+    let pending: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["endpoint"] == "web")
+        .collect();
+    assert!(pending.iter().all(|v| v.get("pending").is_some()));
+    assert!(pending.iter().any(|v| v["pending"]["healthy"] == false
+        && v["pending"]["t_ms"] == 15_014
+        && v["healthy"] == true));
+
+    let out = sim(&["run", "../examples/quorum-by-region.yaml", "--json"]);
+    let first = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains("\"endpoint\""))
+        .unwrap()
+        .to_owned();
+    assert!(
+        first.ends_with(",\"healthy_regions\":1,\"total_regions\":1}"),
+        "{first}"
+    );
+    assert!(!first.contains("pending"), "no holds: no pending field");
+}

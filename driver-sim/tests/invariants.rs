@@ -1,7 +1,8 @@
 //! The invariants of `gslb-sim check`: they hold on seeds, and each checker does catch what it
 //! is there to catch.
 
-use gslb_state_core::DownReason;
+use gslb_state_core::policy::{Pending, QuorumScope};
+use gslb_state_core::{Decision, DownReason};
 use gslb_state_sim::invariants::{self, CheckConfig};
 use gslb_state_sim::scenario::{NS_PER_MS, Scenario};
 use gslb_state_sim::trace::Record;
@@ -163,6 +164,7 @@ fn clock_invariance_catches_a_changed_decision_and_spares_the_snapshot_window() 
             healthy_reports: 9,
             total_reports: 9,
             local: None,
+            ..gslb_state_core::Decision::UNKNOWN
         },
     });
     in_window.trace.records.sort_by_key(Record::t_ns);
@@ -352,4 +354,207 @@ fn a_restart_with_the_clock_behind_is_heard_within_the_bound() {
     let o = run(&file.scenario, tracked());
     invariants::rejoin_after_restart(&file.scenario, &o).unwrap();
     assert!(o.expects.iter().all(|x| x.ok), "{:?}", o.expects);
+}
+
+const HOLD_DOWN: &str = include_str!("../../examples/hold-down.yaml");
+
+/// The index in `o`'s trace of the decision record of `node` on `endpoint` at `t_ms`.
+fn decision_at(o: &Outcome, node: u32, endpoint: &str, t_ms: u64) -> usize {
+    o.trace
+        .records
+        .iter()
+        .position(|r| {
+            matches!(r, Record::Decision { t_ns, node: n, endpoint: e, .. }
+                if *n == node && e == endpoint && *t_ns / NS_PER_MS == t_ms)
+        })
+        .unwrap_or_else(|| panic!("no decision of node {node} on {endpoint} at {t_ms} ms"))
+}
+
+fn decision_mut(o: &mut Outcome, i: usize) -> &mut Decision {
+    match &mut o.trace.records[i] {
+        Record::Decision { decision, .. } => decision,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn holds_catch_an_early_change_a_late_one_and_a_change_not_pending() {
+    // us-1 (node 1): the rule says unhealthy from 20.006s, holdDown 5s: down at 25.006s.
+    let (s, o) = example(HOLD_DOWN);
+    invariants::holds_respected(&s, &o).unwrap();
+    let pending = decision_at(&o, 1, "web", 20_006);
+    let change = decision_at(&o, 1, "web", 25_006);
+    let d = match &o.trace.records[change] {
+        Record::Decision { decision, .. } => *decision,
+        _ => unreachable!(),
+    };
+    assert_eq!((d.healthy, d.pending), (Some(false), None));
+
+    // Taking effect a second early.
+    let mut early = o.clone();
+    if let Record::Decision { t_ns, .. } = &mut early.trace.records[change] {
+        *t_ns -= 1_000 * NS_PER_MS;
+    }
+    early.trace.records.sort_by_key(Record::t_ns);
+    let e = invariants::holds_respected(&s, &early).unwrap_err();
+    assert!(
+        e.contains("at 24.006s") && e.contains("due at 25.006s"),
+        "{e}"
+    );
+
+    // Never taking effect: still pending at the next record of us-1 (30s).
+    let mut never = o.clone();
+    never.trace.records.remove(change);
+    let e = invariants::holds_respected(&s, &never).unwrap_err();
+    assert!(
+        e.contains("due at 25.006s but had not taken effect by 30.000s"),
+        "{e}"
+    );
+
+    // Held without saying so.
+    let mut silent = o.clone();
+    decision_mut(&mut silent, pending).pending = None;
+    let e = invariants::holds_respected(&s, &silent).unwrap_err();
+    assert!(e.contains("with no change pending"), "{e}");
+
+    // Pending towards the wrong instant: the wait must run from when the rule turned.
+    let mut wrong = o.clone();
+    let p = decision_mut(&mut wrong, pending).pending.as_mut().unwrap();
+    p.at = gslb_state_core::Instant::from_nanos(p.at.as_nanos() - NS_PER_MS);
+    let e = invariants::holds_respected(&s, &wrong).unwrap_err();
+    assert!(e.contains("since 20.006s"), "{e}");
+
+    // The same trace under no hold at all: nothing may be held.
+    let mut no_holds = s.clone();
+    no_holds.state.hold_down = std::time::Duration::ZERO;
+    no_holds.state.hold_up = std::time::Duration::ZERO;
+    let e = invariants::holds_respected(&no_holds, &o).unwrap_err();
+    assert!(e.contains("there is no holdDown"), "{e}");
+
+    // Without holds, every change shows the rule's verdict.
+    let (gs, go) = example(include_str!("../../examples/global-quorum.yaml"));
+    invariants::holds_respected(&gs, &go).unwrap();
+    let mut flipped = go.clone();
+    let i = flipped
+        .trace
+        .records
+        .iter()
+        .rposition(|r| matches!(r, Record::Decision { decision, .. } if decision.healthy.is_some()))
+        .unwrap();
+    let d = decision_mut(&mut flipped, i);
+    d.healthy = d.healthy.map(|h| !h);
+    let e = invariants::holds_respected(&gs, &flipped).unwrap_err();
+    assert!(e.contains("the rule says"), "{e}");
+}
+
+/// The first seed from `from` whose scenario satisfies `want`.
+fn seed_where(from: u64, want: impl Fn(&Scenario) -> bool) -> schedule::Generated {
+    (from..from + 500)
+        .map(|seed| schedule::generate(seed, 5, 3))
+        .find(|g| want(&g.scenario))
+        .expect("some seed has it")
+}
+
+#[test]
+fn zero_holds_written_out_give_the_same_trace_and_a_short_hold_does_not() {
+    let g = seed_where(1, |s| {
+        s.state.holds().is_none() && s.state.quorum_scope == QuorumScope::Members
+    });
+    let explicit = invariants::with_explicit_state(&g.scenario).unwrap();
+    assert_eq!(explicit, g.scenario);
+    let a = run(&g.scenario, options(&g));
+    let b = run(&explicit, options(&g));
+    invariants::identical_traces(&a, &b).unwrap();
+    // A 300 ms holdDown written out is read as such, and shows in the trace.
+    let mut held = g.scenario.clone();
+    held.state.hold_down = std::time::Duration::from_millis(300);
+    let held = invariants::with_explicit_state(&held).unwrap();
+    assert_eq!(held.state.hold_down, std::time::Duration::from_millis(300));
+    let c = run(&held, options(&g));
+    let e = invariants::identical_traces(&a, &c).unwrap_err();
+    assert!(e.contains("first at JSON line"), "{e}");
+}
+
+#[test]
+fn agreement_checks_region_counts_and_accepts_only_a_pending_change_towards_the_rule() {
+    let g = seed_where(1, |s| {
+        s.state.quorum_scope == QuorumScope::Regions && s.state.holds().is_none()
+    });
+    let o = run(&g.scenario, options(&g));
+    invariants::agreement(&g.scenario, &o).unwrap();
+    let mut wrong = o.clone();
+    let (_, d) = wrong.probes[0]
+        .nodes
+        .iter_mut()
+        .flatten()
+        .find_map(|n| n.decisions.iter_mut().next())
+        .expect("a decision");
+    d.healthy_regions += 1;
+    let e = invariants::agreement(&g.scenario, &wrong).unwrap_err();
+    assert!(e.contains("regions healthy"), "{e}");
+
+    let g = seed_where(1, |s| !s.state.holds().is_none());
+    let o = run(&g.scenario, options(&g));
+    invariants::agreement(&g.scenario, &o).unwrap();
+    // A change pending towards the verdict already shown is not the rule's verdict.
+    let mut wrong = o.clone();
+    let (_, d) = wrong.probes[1]
+        .nodes
+        .iter_mut()
+        .flatten()
+        .find_map(|n| {
+            n.decisions
+                .iter_mut()
+                .find(|(_, d)| d.healthy.is_some() && d.pending.is_none())
+        })
+        .expect("a known decision");
+    d.pending = Some(Pending {
+        healthy: d.healthy.unwrap(),
+        at: gslb_state_core::Instant::from_nanos(0),
+    });
+    let e = invariants::agreement(&g.scenario, &wrong).unwrap_err();
+    assert!(e.contains("with a change pending"), "{e}");
+    // One towards the other verdict stands for the rule's verdict: the wrong one here.
+    let mut wrong = o.clone();
+    let (_, d) = wrong.probes[1]
+        .nodes
+        .iter_mut()
+        .flatten()
+        .find_map(|n| {
+            n.decisions
+                .iter_mut()
+                .find(|(_, d)| d.healthy.is_some() && d.pending.is_none())
+        })
+        .expect("a known decision");
+    d.pending = Some(Pending {
+        healthy: !d.healthy.unwrap(),
+        at: gslb_state_core::Instant::from_nanos(0),
+    });
+    let e = invariants::agreement(&g.scenario, &wrong).unwrap_err();
+    assert!(e.contains("decides"), "{e}");
+}
+
+#[test]
+fn random_runs_weigh_by_region_and_hold_changes() {
+    let (mut regions, mut holds, mut pending_records) = (0, 0, 0);
+    for seed in 1..=30 {
+        let g = schedule::generate(seed, 5, 3);
+        regions += usize::from(g.scenario.state.quorum_scope == QuorumScope::Regions);
+        if g.scenario.state.holds().is_none() {
+            continue;
+        }
+        holds += 1;
+        let o = run(&g.scenario, options(&g));
+        pending_records += o
+            .trace
+            .records
+            .iter()
+            .filter(
+                |r| matches!(r, Record::Decision { decision, .. } if decision.pending.is_some()),
+            )
+            .count();
+        invariants::holds_respected(&g.scenario, &o).unwrap();
+    }
+    assert!(regions >= 5 && holds >= 5, "{regions} {holds}");
+    assert!(pending_records >= 20, "{pending_records}");
 }

@@ -1,5 +1,8 @@
 //! The scenario format: the example as written, and errors that name the key and line.
 
+use std::time::Duration;
+
+use gslb_state_core::policy::QuorumScope;
 use gslb_state_core::{Policy, Source};
 use gslb_state_sim::scenario::{EventKind, NS_PER_MS};
 use gslb_state_sim::yaml::{self, ScenarioError};
@@ -283,4 +286,68 @@ fn new_keys_are_refused_with_the_key_and_the_line() {
         e.message.contains("leave and crash") || e.message.contains("crash and leave"),
         "{e}"
     );
+}
+
+#[test]
+fn quorum_scope_holds_and_their_expectations() {
+    let s = yaml::parse(
+        "nodes:\n  - { id: a, region: eu }\n  - { id: b, region: us }\nstate:\n  quorumScope: regions\n  holdUp: 10s\n  holdDown: 1m 30s\nexpect:\n  - { at: 1s, node: a, endpoint: web, healthyRegions: 1, totalRegions: 2 }\n  - { at: 2s, node: a, endpoint: web, pending: unhealthy }\n  - { at: 3s, node: b, endpoint: web, pending: none, healthy_regions: 0 }\n  - { at: 4s, node: b, endpoint: web, pending: healthy, total_regions: 3 }\n",
+    )
+    .unwrap()
+    .scenario;
+    assert_eq!(s.state.quorum_scope, QuorumScope::Regions);
+    assert_eq!(s.state.hold_up, Duration::from_secs(10));
+    assert_eq!(s.state.hold_down, Duration::from_secs(90));
+    let c: Vec<_> = s.expects.iter().map(|x| &x.checks).collect();
+    assert_eq!(
+        (c[0].healthy_regions, c[0].total_regions),
+        (Some(1), Some(2))
+    );
+    assert_eq!(c[0].pending, None, "not checked");
+    assert_eq!(c[1].pending, Some(Some(false)));
+    assert_eq!((c[2].pending, c[2].healthy_regions), (Some(None), Some(0)));
+    assert_eq!(
+        (c[3].pending, c[3].total_regions),
+        (Some(Some(true)), Some(3))
+    );
+    // Written out at their defaults, they are the defaults.
+    let explicit =
+        yaml::parse("nodes: [a]\nstate: { quorumScope: members, holdUp: 0s, holdDown: 0s }\n")
+            .unwrap();
+    assert_eq!(
+        explicit.scenario.state,
+        yaml::parse("nodes: [a]\n").unwrap().scenario.state
+    );
+
+    let e = err("nodes: [a]\nstate:\n  quorumScope: region\n");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("state.quorumScope", Some(3)),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("members") && e.message.contains("regions"),
+        "{e}"
+    );
+    let e = err("nodes: [a]\nstate:\n  healthPolicy: global-quorum\n  holdUp: -5s\n");
+    assert_eq!((e.key.as_str(), e.line), ("state.holdUp", Some(4)), "{e}");
+    let e = err("nodes: [a]\nstate:\n  holdDown: soon\n");
+    assert_eq!((e.key.as_str(), e.line), ("state.holdDown", Some(3)), "{e}");
+    let e = err("nodes: [a]\nstate:\n  holdDown: 8d\n");
+    assert_eq!((e.key.as_str(), e.line), ("state.holdDown", Some(3)), "{e}");
+    let e = err("nodes: [a]\nexpect:\n  - { at: 1s, node: a, endpoint: web, pending: maybe }\n");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("expect[0].pending", Some(3)),
+        "{e}"
+    );
+    assert!(e.message.contains("healthy, unhealthy or none"), "{e}");
+    let e = err("nodes: [a]\nexpect:\n  - { at: 1s, node: a, totalRegions: 2 }\n");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("expect[0].endpoint", Some(3)),
+        "{e}"
+    );
+    let e = err("nodes: [a]\nexpect:\n  - { at: 1s, node: a, endpoint: web }\n");
+    assert!(e.message.contains("healthyRegions"), "{e}");
 }

@@ -27,6 +27,7 @@ use tempfile::TempDir;
 
 use crate::error::{HarnessError, Result};
 use crate::http;
+use crate::proxy::{LinkMode, Proxy};
 use crate::wait::{wait_for_blocking, wait_until_blocking};
 
 /// A `nats-server` version, `(major, minor, patch)`.
@@ -473,12 +474,15 @@ impl NatsServer {
             .open(&self.log_path)
             .map_err(io_err("open the server log"))?;
         let log2 = log.try_clone().map_err(io_err("clone the log handle"))?;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("-c")
             .arg(&self.config_path)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
+            .stderr(log2);
+        crate::die_with_parent(&mut command);
+        let child = command
             .spawn()
             .map_err(io_err(format!("spawn {}", bin.display())))?;
         p.child = Some(child);
@@ -858,9 +862,73 @@ impl NatsCluster {
         Err(last.expect("three tries"))
     }
 
+    /// Starts `n` clustered servers like [`NatsCluster::start`], but every route between two
+    /// servers goes through a [`Proxy`] (one per direction), so that a test can cut the
+    /// cluster into groups ([`RouteLinks::partition`]) while every server stays up.
+    pub fn start_with_route_proxies(
+        n: usize,
+        opts: ServerOpts,
+    ) -> Result<(NatsCluster, RouteLinks)> {
+        assert!(n >= 1, "a cluster needs at least one server");
+        // Servers tell each other their route address, and connect to the ones they learn of
+        // (implicit routes): past the proxies. An address nobody listens on (a distinct one
+        // per server: they tell servers apart by it) keeps every route on the proxied ones.
+        // One connection per pair (no pool): pooled routes through proxies churn.
+        let advertising = |i: usize| {
+            opts.clone()
+                .cluster_extra_config(format!("advertise: \"127.0.0.1:{}\"\npool_size: -1", i + 1))
+        };
+        let mut last = None;
+        for _ in 0..3 {
+            let p = free_ports(3 * n)?;
+            let cluster_port = |i: usize| p[3 * i + 1];
+            let mut links = Vec::new();
+            let mut servers = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut routes = Vec::new();
+                for j in (0..n).filter(|&j| j != i) {
+                    let proxy =
+                        Proxy::start(cluster_port(j)).map_err(io_err("start a route proxy"))?;
+                    routes.push(proxy.port());
+                    links.push(((i, j), proxy));
+                }
+                let ports = Ports {
+                    client: p[3 * i],
+                    cluster: Some(cluster_port(i)),
+                    http: p[3 * i + 2],
+                };
+                let name = format!("{}{}", opts.name_prefix, i + 1);
+                servers.push(NatsServer::create(name, ports, &routes, &advertising(i))?);
+            }
+            let cluster = NatsCluster { servers };
+            match cluster.spawn_all() {
+                Ok(()) => return Ok((cluster, RouteLinks { links })),
+                Err(e) if cluster.servers.iter().any(NatsServer::port_clash) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("three tries"))
+    }
+
     fn spawn_all(&self) -> Result<()> {
         for s in &self.servers {
             s.spawn()?;
+        }
+        for s in &self.servers {
+            s.wait_ready(s.ready_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Restarts every server that is not running (with its store), all at once, then waits
+    /// until each is ready: a JetStream cluster whose servers all went down needs its quorum
+    /// back before any one of them is ready.
+    pub fn restart_stopped(&self) -> Result<()> {
+        for s in &self.servers {
+            if !s.is_running() {
+                s.kill()?;
+                s.spawn()?;
+            }
         }
         for s in &self.servers {
             s.wait_ready(s.ready_timeout)?;
@@ -992,5 +1060,45 @@ mod tests {
         let b = free_ports(20).unwrap();
         let all: HashSet<u16> = a.iter().chain(&b).copied().collect();
         assert_eq!(all.len(), 40);
+    }
+}
+
+/// The routes of a cluster started with [`NatsCluster::start_with_route_proxies`]: one proxy
+/// per direction between every two servers.
+#[derive(Debug)]
+pub struct RouteLinks {
+    /// ((from server, to server), the proxy `from` dials to reach `to`).
+    links: Vec<((usize, usize), Proxy)>,
+}
+
+impl RouteLinks {
+    /// Sets the link between servers `a` and `b`, both directions.
+    pub fn set(&self, a: usize, b: usize, mode: LinkMode) {
+        for ((from, to), proxy) in &self.links {
+            if (*from, *to) == (a, b) || (*from, *to) == (b, a) {
+                proxy.set_mode(mode);
+            }
+        }
+    }
+
+    /// Cuts (resets) every route between servers of different groups and lets the others
+    /// pass; servers in no group form one more group.
+    pub fn partition(&self, groups: &[Vec<usize>]) {
+        let group_of = |s: usize| groups.iter().position(|g| g.contains(&s));
+        for ((from, to), proxy) in &self.links {
+            let mode = if group_of(*from) == group_of(*to) {
+                LinkMode::Pass
+            } else {
+                LinkMode::Reset
+            };
+            proxy.set_mode(mode);
+        }
+    }
+
+    /// Every route passes again.
+    pub fn heal(&self) {
+        for (_, proxy) in &self.links {
+            proxy.set_mode(LinkMode::Pass);
+        }
     }
 }

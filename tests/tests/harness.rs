@@ -527,3 +527,27 @@ async fn mtls_verify_and_map_limits_a_node_to_its_subjects() {
         .expect_err("an unmapped certificate must be refused");
     println!("unmapped certificate: {err} ({:?})", err.kind());
 }
+
+/// A cluster whose routes run through proxies forms, and a partition of its routes splits it
+/// while every server stays up.
+#[test]
+fn route_proxies_form_a_cluster_and_partition_it() {
+    let (cluster, routes) =
+        gslb_state_tests::NatsCluster::start_with_route_proxies(3, ServerOpts::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    let routez = |i: usize| -> usize {
+        let v = cluster.server(i).monitor_json("/routez").unwrap();
+        v["num_routes"].as_u64().unwrap_or(0) as usize
+    };
+    assert!(routez(0) >= 2, "routes of n1: {}", routez(0));
+    routes.partition(&[vec![0, 1], vec![2]]);
+    gslb_state_tests::wait_until_blocking(Duration::from_secs(10), "n3 alone", &mut || {
+        routez(2) == 0
+    })
+    .unwrap();
+    routes.heal();
+    gslb_state_tests::wait_until_blocking(Duration::from_secs(20), "n3 back", &mut || {
+        routez(2) >= 2
+    })
+    .unwrap();
+}

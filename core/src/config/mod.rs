@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::names::{check_endpoint_name, check_id};
-use crate::policy::Policy;
+use crate::policy::{Holds, Policy, QuorumScope};
 
 mod raw;
 mod validate;
@@ -62,6 +62,14 @@ pub struct StateSettings {
     pub heartbeat_ttl: Duration,
     /// `state.enableConfigSync`.
     pub enable_config_sync: bool,
+    /// `state.quorumScope`: how the quorum weighs the counted reports. Default `members`.
+    pub quorum_scope: QuorumScope,
+    /// `state.holdUp`: how long an unhealthy-to-healthy change must hold before it takes
+    /// effect. Default 0 (at once).
+    pub hold_up: Duration,
+    /// `state.holdDown`: how long a healthy-to-unhealthy change must hold before it takes
+    /// effect. Default 0 (at once).
+    pub hold_down: Duration,
 }
 
 impl Default for StateSettings {
@@ -72,6 +80,9 @@ impl Default for StateSettings {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_ttl: DEFAULT_HEARTBEAT_TTL,
             enable_config_sync: false,
+            quorum_scope: QuorumScope::Members,
+            hold_up: Duration::ZERO,
+            hold_down: Duration::ZERO,
         }
     }
 }
@@ -98,7 +109,23 @@ impl StateSettings {
                 "state.heartbeatTTL: must be at most {MAX_HEARTBEAT_TTL:?}"
             ));
         }
+        for (key, hold) in [
+            ("state.holdUp", self.hold_up),
+            ("state.holdDown", self.hold_down),
+        ] {
+            if hold > MAX_DURATION {
+                return Err(format!("{key}: must be at most {MAX_DURATION:?}"));
+            }
+        }
         Ok(())
+    }
+
+    /// `state.holdUp` and `state.holdDown`.
+    pub fn holds(&self) -> Holds {
+        Holds {
+            up: self.hold_up,
+            down: self.hold_down,
+        }
     }
 }
 
@@ -515,6 +542,36 @@ mod tests {
         let p = problem("cluster:\n  id: c\nstate:\n  quorumMinPercent: lots\n");
         assert_eq!(p.line, Some(4), "{p}");
         assert_eq!(p.key, "state.quorumMinPercent", "{p}");
+    }
+
+    #[test]
+    fn scope_and_holds_are_read_and_checked() {
+        let c = Config::from_yaml(
+            "cluster: {id: c}\nstate:\n  quorumScope: regions\n  holdUp: 30s\n  holdDown: 1m 30s\n",
+        )
+        .unwrap();
+        assert_eq!(c.state.quorum_scope, QuorumScope::Regions);
+        assert_eq!(c.state.hold_up, Duration::from_secs(30));
+        assert_eq!(c.state.hold_down, Duration::from_secs(90));
+        let c =
+            Config::from_yaml("cluster: {id: c}\nstate:\n  quorumScope: members\n  holdUp: 0s\n")
+                .unwrap();
+        assert_eq!(c.state, StateSettings::default());
+
+        let p = problem("cluster:\n  id: c\nstate:\n  quorumScope: region\n");
+        assert_eq!((p.key.as_str(), p.line), ("state.quorumScope", Some(4)));
+        assert!(
+            p.message.contains("members") && p.message.contains("regions"),
+            "{p}"
+        );
+        let p =
+            problem("cluster:\n  id: c\nstate:\n  healthPolicy: global-quorum\n  holdUp: -5s\n");
+        assert_eq!((p.key.as_str(), p.line), ("state.holdUp", Some(5)));
+        assert!(p.message.contains("negative"), "{p}");
+        let p = problem("cluster:\n  id: c\nstate:\n  holdDown: soon\n");
+        assert_eq!((p.key.as_str(), p.line), ("state.holdDown", Some(4)));
+        let p = problem("cluster:\n  id: c\nstate:\n  holdDown: 8d\n");
+        assert_eq!((p.key.as_str(), p.line), ("state.holdDown", Some(4)));
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub(super) struct RawState {
     #[serde(rename = "heartbeatTTL")]
     pub(super) heartbeat_ttl: Option<S<String>>,
     pub(super) enable_config_sync: Option<bool>,
+    pub(super) quorum_scope: Option<S<String>>,
+    pub(super) hold_up: Option<S<String>>,
+    pub(super) hold_down: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

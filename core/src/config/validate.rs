@@ -51,6 +51,29 @@ impl Validator {
         }
     }
 
+    /// A duration that may be zero (a hold): negative or malformed ones are problems.
+    fn duration_or_zero(&mut self, key: &str, raw: Option<S<String>>) -> Duration {
+        let Some(s) = raw else {
+            return Duration::ZERO;
+        };
+        let line = Some(s.referenced.line());
+        if s.value.trim_start().starts_with('-') {
+            self.problem(
+                key,
+                line,
+                format!("must not be negative, got {:?}", s.value),
+            );
+            return Duration::ZERO;
+        }
+        match parse_duration(&s.value) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(key, line, e);
+                Duration::ZERO
+            }
+        }
+    }
+
     fn int_in(
         &mut self,
         key: &str,
@@ -233,6 +256,21 @@ impl Validator {
             self.problem("state.heartbeatTTL", ttl_line, "must be at most 24h");
         }
         s.enable_config_sync = raw.enable_config_sync.unwrap_or(false);
+        if let Some(scope) = raw.quorum_scope {
+            match QuorumScope::from_name(&scope.value) {
+                Some(q) => s.quorum_scope = q,
+                None => self.problem(
+                    "state.quorumScope",
+                    Some(scope.referenced.line()),
+                    format!(
+                        "unknown scope {:?}; expected one of members, regions",
+                        scope.value
+                    ),
+                ),
+            }
+        }
+        s.hold_up = self.duration_or_zero("state.holdUp", raw.hold_up);
+        s.hold_down = self.duration_or_zero("state.holdDown", raw.hold_down);
         s
     }
 

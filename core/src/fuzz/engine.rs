@@ -16,7 +16,8 @@ use crate::config::Config;
 use crate::names::{Bucket, MAX_ENDPOINT_NAME_BYTES, Names, check_endpoint_name};
 use crate::reference::Reference;
 use crate::{
-    Connectivity, Input, Instant, Limits, MessageKind, Node, NodeConfig, Now, Policy, WallTime,
+    Connectivity, Input, Instant, Limits, MessageKind, Node, NodeConfig, Now, Policy, QuorumScope,
+    WallTime,
 };
 
 mod checks;
@@ -49,13 +50,24 @@ fn endpoint_names() -> [String; 5] {
     ]
 }
 
+/// A hold time: none half of the time, else up to 10 s (in whole ms, or a few ns).
+fn hold(u: &mut Unstructured<'_>) -> arbitrary::Result<Duration> {
+    Ok(match u.int_in_range(0u8..=7)? {
+        0..=3 => Duration::ZERO,
+        4 => Duration::from_nanos(u.int_in_range(1u64..=3)?),
+        _ => Duration::from_millis(u.int_in_range(1u64..=10_000)?),
+    })
+}
+
 /// The policy engine against the reference model.
 ///
-/// The bytes become a starting configuration and a sequence of operations: heartbeats, report
+/// The bytes become a starting configuration (policy, threshold, timing, quorum scope, holds,
+/// our region) and a sequence of operations: heartbeats (from peers in a few regions), report
 /// batches, local observations, KV member and report records with skewed timestamps, replays
 /// and corrupted replays of earlier messages, spoofed and foreign messages, echoes of the
-/// node's own messages, config events (valid and not), connectivity changes, KV read and write
-/// outcomes, time jumps and wall-clock steps. They drive a [`Node`] and a [`Reference`] side by
+/// node's own messages, config events (valid and not, changing scope and holds too),
+/// connectivity changes, KV read and write outcomes, time jumps (through hold deadlines) and
+/// wall-clock steps. They drive a [`Node`] and a [`Reference`] side by
 /// side; after every operation every decision and the set of active members must agree, and the
 /// engine's own invariants must hold: decision outputs match the getters, counters match the
 /// outputs, every input is counted, timers are never in the past, and what the node publishes
@@ -125,6 +137,10 @@ impl Harness {
         config.state.heartbeat_interval = Duration::from_millis(u.int_in_range(10u64..=2_000)?);
         config.state.heartbeat_ttl =
             config.state.heartbeat_interval + Duration::from_millis(u.int_in_range(1u64..=8_000)?);
+        config.state.quorum_scope = QuorumScope::arbitrary(u)?;
+        config.state.hold_up = hold(u)?;
+        config.state.hold_down = hold(u)?;
+        config.region = ops::region(u)?.to_owned();
         let node_config = NodeConfig {
             limits: Limits {
                 // Forgetting long-gone members is a memory bound the model does not have.
@@ -148,6 +164,9 @@ impl Harness {
             ..node_config.clone()
         };
         peer_config.state.policy = Policy::PreferLocal;
+        peer_config.state.quorum_scope = QuorumScope::Members;
+        peer_config.state.hold_up = Duration::ZERO;
+        peer_config.state.hold_down = Duration::ZERO;
         let mut h = Harness {
             start: format!(
                 "start at {t_ns} ns: {:?}, connected: {connect}",

@@ -10,6 +10,7 @@
 //! configurations.
 
 mod config_apply;
+mod explain;
 mod receive;
 mod send;
 mod settings;
@@ -23,13 +24,13 @@ use crate::membership::{MemberIdx, Members};
 use crate::names::{Names, check_id};
 use crate::output::{DownReason, Output};
 use crate::own::Own;
-use crate::policy::{Decision, Policy};
+use crate::policy::{Decision, Policy, Rule};
 use crate::stats::{DropReason, Stats};
 use crate::time::{Instant, Now, WallTime};
 use crate::view::View;
 
 use config_apply::ConfigApply;
-pub use settings::{FORGET_AFTER_MIN, Limits, NodeConfig, NodeConfigError};
+pub use settings::{FORGET_AFTER_MIN, Limits, MAX_MEMBERS_LIMIT, NodeConfig, NodeConfigError};
 
 /// A member as reported by [`Node::members`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub enum TimerReason {
     Maintenance,
     /// A pushed configuration's `config.applyTimeout` runs out.
     ConfigApply,
+    /// A pending verdict change's hold (`state.holdUp` / `state.holdDown`) elapses.
+    Hold,
 }
 
 impl TimerReason {
@@ -76,6 +79,7 @@ impl TimerReason {
             TimerReason::MemberExpiry => "member expiry",
             TimerReason::Maintenance => "maintenance",
             TimerReason::ConfigApply => "config apply timeout",
+            TimerReason::Hold => "hold",
         }
     }
 }
@@ -159,18 +163,25 @@ impl Node {
             )));
         }
         config.state.validate().map_err(NodeConfigError)?;
+        if config.limits.max_members > MAX_MEMBERS_LIMIT {
+            return Err(NodeConfigError(format!(
+                "limits.max_members: at most {MAX_MEMBERS_LIMIT}"
+            )));
+        }
         let limits = config.limits;
         let incarnation = now.wall.as_unix_ms().max(config.min_incarnation).max(1);
+        let view = View::new(
+            Rule::of(&config.state),
+            config.state.holds(),
+            &config.region,
+            limits.max_endpoints,
+        );
         Ok(Node {
             names: Names::new(&config.cluster_id),
             node_id: config.node_id,
             region: config.region,
             incarnation,
-            view: View::new(
-                config.state.policy,
-                config.state.quorum_min_percent,
-                limits.max_endpoints,
-            ),
+            view,
             members: Members::new(limits.max_members, limits.max_reports_per_member),
             config: ConfigApply::new(config.apply_timeout, config.confirm_apply),
             state: config.state,
@@ -340,7 +351,7 @@ impl Node {
             Input::ConfigApplied { version, result } => self.on_config_applied(version, result),
             Input::Leave => self.on_leave(),
         }
-        self.members.refresh_front();
+        self.finish();
     }
 
     /// Hands in a message received on `subject`: the same as [`Input::Received`], without
@@ -348,7 +359,7 @@ impl Node {
     pub fn handle_received(&mut self, now: Now, subject: &str, payload: &[u8]) {
         self.advance(now);
         self.on_received(subject, payload);
-        self.members.refresh_front();
+        self.finish();
     }
 
     /// Runs the timers due at `now`. Calling it early is harmless.
@@ -367,7 +378,7 @@ impl Node {
             self.maintenance();
         }
         self.config_timeout();
-        self.members.refresh_front();
+        self.finish();
     }
 
     /// When [`Node::handle_timeout`] should next be called. There is always a next heartbeat,
@@ -391,6 +402,11 @@ impl Node {
             && t < next.0
         {
             next = (t, TimerReason::ConfigApply);
+        }
+        if let Some(t) = self.view.next_hold()
+            && t < next.0
+        {
+            next = (t, TimerReason::Hold);
         }
         next
     }
@@ -440,9 +456,19 @@ impl Node {
         );
         self.now = self.now.max(now.mono);
         self.wall = now.wall;
+        // Pending changes due now held until now: they take effect before what happens now.
+        self.view.fire_holds(self.now);
         while let Some(idx) = self.members.pop_expired(self.now, &mut self.view) {
             self.member_down(idx, DownReason::Expired);
         }
+    }
+
+    /// Ends a state-changing call: every endpoint it touched is decided (holds included) at
+    /// the call's instant, and the timer queues are made exact.
+    fn finish(&mut self) {
+        self.view.settle(self.now);
+        self.view.refresh_front();
+        self.members.refresh_front();
     }
 
     fn ttl(&self) -> Duration {
@@ -497,10 +523,14 @@ impl Node {
         }
     }
 
-    /// Puts new `state.*` settings in force: policy and threshold re-decide every endpoint, a
-    /// new TTL re-judges every member, a new interval takes effect at the next heartbeat.
+    /// Puts new `state.*` settings in force: policy, threshold and scope re-decide every
+    /// endpoint, new holds re-judge every pending change (a shortened one that is due takes
+    /// effect at once), a new TTL re-judges every member, a new interval takes effect at the
+    /// next heartbeat.
     fn apply_state(&mut self, state: StateSettings) {
-        self.view.set_policy(state.policy, state.quorum_min_percent);
+        // Holds first: the rule's new verdicts are judged under the new holds.
+        self.view.set_holds(state.holds());
+        self.view.set_rule(Rule::of(&state));
         let ttl_changed = state.heartbeat_ttl != self.state.heartbeat_ttl;
         if state.heartbeat_interval != self.state.heartbeat_interval {
             self.next_heartbeat = self.next_heartbeat.min(self.now + state.heartbeat_interval);
@@ -515,9 +545,12 @@ impl Node {
             ..state
         };
         if ttl_changed {
-            let (up, down) =
+            let (up, down, refused) =
                 self.members
                     .set_ttl(self.state.heartbeat_ttl, self.now, &mut self.view);
+            for _ in 0..refused {
+                self.stats.drop(DropReason::RegionLimit);
+            }
             for idx in up {
                 self.member_up(idx);
             }

@@ -115,7 +115,15 @@ impl Node {
             self.stats.drop(DropReason::Duplicate);
             return;
         }
+        let region: &str = if m.hb_seq == 0 { hb.region } else { &m.region };
+        if m.active_until.is_none() && !self.view.can_acquire_region(region) {
+            self.stats.drop(DropReason::RegionLimit);
+            return;
+        }
         if m.hb_seq == 0 {
+            // Only an inactive member has no heartbeat in its incarnation: an active one's
+            // region, which its counted reports are filed under, never changes.
+            debug_assert!(m.active_until.is_none());
             // The region is fixed for an incarnation: take it from its first heartbeat.
             m.region = hb.region.into();
         }

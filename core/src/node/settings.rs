@@ -4,10 +4,14 @@ use std::time::Duration;
 
 use crate::config::{Config, DEFAULT_APPLY_TIMEOUT, StateSettings};
 
+/// The largest [`Limits::max_members`] a node accepts: the members of one region, and this
+/// node, are counted in 16 bits.
+pub const MAX_MEMBERS_LIMIT: usize = u16::MAX as usize - 1;
+
 /// Bounds on what a node holds. Past a bound the input is dropped and counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Most remote members remembered.
+    /// Most remote members remembered, at most [`MAX_MEMBERS_LIMIT`].
     pub max_members: usize,
     /// Most distinct endpoints known.
     pub max_endpoints: usize,

@@ -80,14 +80,21 @@ pub struct Peer {
     pub id: String,
     pub incarnation: u64,
     pub names: Names,
+    /// The region its heartbeats and records name.
+    pub region: String,
 }
 
 impl Peer {
     pub fn new(id: &str, incarnation: u64) -> Self {
+        Peer::in_region(id, incarnation, "")
+    }
+
+    pub fn in_region(id: &str, incarnation: u64, region: &str) -> Self {
         Peer {
             id: id.to_owned(),
             incarnation,
             names: Names::new(CLUSTER),
+            region: region.to_owned(),
         }
     }
 
@@ -100,7 +107,7 @@ impl Peer {
         let payload = codec::encode(&Message::Heartbeat(Heartbeat {
             cluster: CLUSTER,
             node: &self.id,
-            region: "",
+            region: &self.region,
             incarnation: self.incarnation,
             seq,
             sent_unix_ms: sent_ms,
@@ -145,7 +152,7 @@ impl Peer {
         let value = codec::encode(&Message::Member(MemberRecord {
             cluster: CLUSTER,
             node: &self.id,
-            region: "",
+            region: &self.region,
             incarnation: self.incarnation,
             hb_seq,
             sent_unix_ms: sent_ms,
@@ -163,7 +170,7 @@ impl Peer {
         codec::encode(&Message::Leave(MemberRecord {
             cluster: CLUSTER,
             node: &self.id,
-            region: "",
+            region: &self.region,
             incarnation: self.incarnation,
             hb_seq,
             sent_unix_ms: sent_ms,

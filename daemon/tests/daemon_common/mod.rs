@@ -15,11 +15,11 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use gslb_state_tests::{http, metric_value, wait_for_blocking};
+use gslb_state_tests::{DaemonProcess, http, metric_value, wait_for_blocking};
 
 /// The cluster id of every test.
 pub const CLUSTER: &str = "e2e";
@@ -238,8 +238,9 @@ impl Drop for TestDir {
     }
 }
 
-/// One `gslb-state run` child process. SIGKILLed on drop; its log tail is printed when the
-/// test is failing.
+/// One `gslb-state run` child process (the harness's [`DaemonProcess`]) with the tests'
+/// conveniences: waits that fail with its log tail, requests that must succeed. SIGKILLed on
+/// drop; its log tail is printed when the test is failing.
 pub struct Daemon {
     /// A name for messages (the node id).
     pub name: String,
@@ -247,9 +248,7 @@ pub struct Daemon {
     pub config: PathBuf,
     /// Its log file (stderr).
     pub log: PathBuf,
-    child: Option<Child>,
-    port: Option<u16>,
-    exited: Option<ExitStatus>,
+    process: DaemonProcess,
 }
 
 impl Daemon {
@@ -275,46 +274,24 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let (name, config) = (name.to_owned(), config.to_owned());
-        let mut log = dir.file(&format!("{name}.log"));
-        let mut n = 1;
-        while log.exists() {
-            n += 1;
-            log = dir.file(&format!("{name}.{n}.log"));
-        }
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin())
-            .args(args)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,async_nats=warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone().expect("log file"))
-            .stderr(stderr)
-            .spawn()
+        let process = DaemonProcess::spawn(bin(), name, config, args, env, dir.path())
             .unwrap_or_else(|e| panic!("cannot start gslb-state: {e}"));
         Daemon {
-            name,
-            config,
-            log,
-            child: Some(child),
-            port: None,
-            exited: None,
+            name: name.to_owned(),
+            config: config.to_owned(),
+            log: process.log.clone(),
+            process,
         }
     }
 
     /// The log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.process.log_tail(n)
     }
 
     /// Whether the log has a line containing `needle`.
@@ -371,19 +348,13 @@ impl Daemon {
     /// The admin API port, read from the `gslb-state running ... listen=127.0.0.1:PORT` log
     /// line (text or JSON) once the daemon has bound it.
     pub fn port(&mut self) -> u16 {
-        if let Some(p) = self.port {
+        if let Some(p) = self.process.port() {
             return p;
         }
-        let mut port = None;
         self.wait(SOON, "the `gslb-state running` log line", |d| {
-            port = d
-                .log_lines("gslb-state running")
-                .first()
-                .and_then(|l| parse_listen_port(l));
-            port.is_some()
+            d.process.port().is_some()
         });
-        self.port = port;
-        port.expect("waited for")
+        self.process.port().expect("waited for")
     }
 
     /// Waits until the daemon serves its API and is connected to NATS.
@@ -411,7 +382,7 @@ impl Daemon {
 
     /// `GET path` parsed as JSON, `None` on any failure.
     pub fn try_json(&self, path: &str) -> Option<serde_json::Value> {
-        let (status, body) = http::get(self.port?, path, HTTP_TIMEOUT).ok()?;
+        let (status, body) = http::get(self.process.port()?, path, HTTP_TIMEOUT).ok()?;
         if status != 200 {
             return None;
         }
@@ -480,7 +451,7 @@ impl Daemon {
 
     /// `GET /metrics` and one series of it; `None` on failure or when absent.
     pub fn try_metric(&self, series: &str) -> Option<f64> {
-        let (status, text) = http::get(self.port?, "/metrics", HTTP_TIMEOUT).ok()?;
+        let (status, text) = http::get(self.process.port()?, "/metrics", HTTP_TIMEOUT).ok()?;
         if status != 200 {
             return None;
         }
@@ -571,22 +542,15 @@ impl Daemon {
     }
 
     fn signal(&self, sig: libc::c_int) {
-        let child = self.child.as_ref().expect("running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
-        // SAFETY: kill(2) on our own child, not yet reaped (we hold its `Child`).
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+        let pid = self.process.pid();
+        self.process
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("kill({pid:?}, {sig}) failed: {e}"));
     }
 
     /// The exit status if the process has exited (reaped once, remembered).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none()
-            && let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.exited = Some(status);
-        }
-        self.exited
+        self.process.try_exit()
     }
 
     /// Waits for the process to exit; returns its status and how long it took.
@@ -600,12 +564,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exited.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
+        self.process.kill();
         if std::thread::panicking() {
             eprintln!(
                 "--- gslb-state {} log tail ({}) ---\n{}\n--- end of {} log ---",
@@ -616,18 +575,6 @@ impl Drop for Daemon {
             );
         }
     }
-}
-
-/// The port in `listen=127.0.0.1:PORT` (text) or `"listen":"127.0.0.1:PORT"` (JSON).
-fn parse_listen_port(line: &str) -> Option<u16> {
-    let at = line.find("listen")?;
-    let rest = &line[at..];
-    let addr_at = rest.find("127.0.0.1:")? + "127.0.0.1:".len();
-    let digits: String = rest[addr_at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok().filter(|p| *p != 0)
 }
 
 /// Starts `nodes` daemons from `yamls` and waits until each serves its API, is connected, and

@@ -88,7 +88,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     ready: std::sync::mpsc::Sender<Result<(), StartError>>,
 ) {
-    let clock = Clock::start();
+    let clock = shared.clock;
     let node = match Node::new(node_config, clock.now()) {
         Ok(node) => node,
         Err(e) => {
@@ -257,6 +257,12 @@ impl Driver {
                     .map(|(e, d)| (e.to_owned(), d))
                     .collect();
                 let _ = reply.send(all);
+            }
+            Command::Explain { endpoint, reply } => {
+                // Up to now first (due holds and timers run, as they would have at their
+                // instant): the explanation's `now`, ages and pending deadline are current.
+                self.node.handle_timeout(now);
+                let _ = reply.send(self.node.explain(&endpoint));
             }
             Command::Members(reply) => {
                 let _ = reply.send(self.node.members());

@@ -166,66 +166,17 @@ fn cmd_run(path: &Path, text: &str, output: &OutputArgs) -> ExitCode {
 }
 
 fn print_header(file: &ScenarioFile) {
-    let s = &file.scenario;
-    if let Some(name) = &file.name {
-        println!("{name}");
-    }
-    if let Some(d) = &file.description {
-        for line in d.lines() {
-            println!("  {line}");
-        }
-    }
-    println!(
-        "seed {}, {} simulated, {} nodes, policy {} (quorumMinPercent {}), heartbeat every {}, TTL {}",
-        s.seed,
-        fmt_time(s.duration_ns),
-        s.nodes.len(),
-        s.state.policy,
-        s.state.quorum_min_percent,
-        humantime::format_duration(s.state.heartbeat_interval),
-        humantime::format_duration(s.state.heartbeat_ttl),
-    );
-    println!();
+    print!("{}", gslb_state_sim::report::header(file));
 }
 
 /// Prints every expectation's verdict (failures on stderr when `--json` keeps stdout clean).
 fn report_expectations(file: &ScenarioFile, outcome: &Outcome, json: bool) -> ExitCode {
-    let s = &file.scenario;
-    let mut failed = 0;
-    let mut lines = Vec::new();
-    for x in &outcome.expects {
-        let e = &s.expects[x.index];
-        let at = format!(
-            "{}at {} {}",
-            e.line.map(|l| format!("line {l}: ")).unwrap_or_default(),
-            fmt_time(e.at_ns),
-            s.nodes[e.node].id
-        );
-        if x.ok {
-            lines.push(format!("  ok    {at}: {}", x.seen));
-        } else {
-            failed += 1;
-            lines.push(format!("  FAIL  {at}: {}\n        saw {}", x.why, x.seen));
-        }
-    }
-    if !outcome.expects.is_empty() {
-        let summary = format!(
-            "expectations: {} held, {failed} failed",
-            outcome.expects.len() - failed
-        );
-        if json {
-            for l in lines.iter().filter(|l| l.contains("FAIL")) {
-                eprintln!("{l}");
-            }
-            eprintln!("{summary}");
-        } else {
-            println!("\nexpectations:");
-            for l in &lines {
-                println!("{l}");
-            }
-            println!("{summary}");
-        }
-    }
+    let failed = gslb_state_sim::report::print_expectations_explained(
+        file,
+        &outcome.expects,
+        &outcome.explanations,
+        json,
+    );
     if failed > 0 {
         ExitCode::from(1)
     } else {

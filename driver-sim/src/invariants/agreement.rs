@@ -1,22 +1,16 @@
 //! Agreement: at the probe instants, the running nodes see each other and decide as the
 //! policy says from their inputs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use gslb_state_core::policy::{RemoteCounts, decide};
-use gslb_state_core::{Decision, Source};
+use gslb_state_core::Decision;
+use gslb_state_core::policy::{RegionCounts, RemoteCounts, Rule, decide, quorum_met};
 
 use crate::scenario::{Scenario, fmt_time};
 use crate::world::Outcome;
 
 fn unknown() -> Decision {
-    Decision {
-        healthy: None,
-        source: Source::Unknown,
-        healthy_reports: 0,
-        total_reports: 0,
-        local: None,
-    }
+    Decision::UNKNOWN
 }
 
 /// See the module docs: at each probe, every running node has the running nodes as members and
@@ -34,7 +28,8 @@ pub fn agreement_outside_snapshot_windows(
     o: &Outcome,
     window_ns: u64,
 ) -> Result<(), String> {
-    let (policy, q) = (s.state.policy, s.state.quorum_min_percent);
+    let rule = Rule::of(&s.state);
+    let holds = !s.state.holds().is_none();
     let in_window = |node: usize, t: u64| {
         o.lives.iter().any(|l| {
             l.node as usize == node
@@ -67,28 +62,66 @@ pub fn agreement_outside_snapshot_windows(
             }
             for e in &endpoints {
                 let mut remote = RemoteCounts::default();
-                for &other in running.iter().filter(|&&x| x != r) {
-                    let obs = p.nodes[other]
-                        .as_ref()
-                        .expect("running")
-                        .observations
-                        .get(e);
+                // Per region, over every counted report (r's own included): (healthy, total).
+                let mut tallies: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+                for &x in &running {
+                    let obs = p.nodes[x].as_ref().expect("running").observations.get(e);
                     if let Some(&h) = obs {
-                        remote.total += 1;
-                        remote.healthy += u32::from(h);
+                        let t = tallies.entry(s.nodes[x].region.as_str()).or_default();
+                        t.0 += u32::from(h);
+                        t.1 += 1;
+                        if x != r {
+                            remote.total += 1;
+                            remote.healthy += u32::from(h);
+                        }
                     }
                 }
+                let regions = RegionCounts {
+                    healthy: tallies
+                        .values()
+                        .filter(|&&(h, t)| quorum_met(h, t, rule.quorum_min_percent))
+                        .count() as u32,
+                    total: tallies.len() as u32,
+                };
                 let local = np.observations.get(e).copied();
-                let want = decide(policy, q, local, remote);
+                let want = decide(rule, local, remote, regions);
                 let got = np.decisions.get(e).copied().unwrap_or_else(unknown);
-                let key = |d: &Decision| (d.healthy, d.source, d.healthy_reports, d.total_reports);
-                if key(&want) != key(&got) {
+                // With holds, a change of verdict may still wait for its hold: the rule's
+                // verdict is then the pending one, and the verdict held is the other.
+                let rule_verdict = match got.pending {
+                    Some(p) if holds && got.healthy == Some(!p.healthy) => Some(p.healthy),
+                    Some(_) => {
+                        return Err(format!(
+                            "at {}: {} decides {e} {} with a change pending{}",
+                            fmt_time(p.t_ns),
+                            s.nodes[r].id,
+                            crate::trace::explain(&got),
+                            if holds {
+                                " to the verdict it shows"
+                            } else {
+                                ", without holds"
+                            }
+                        ));
+                    }
+                    None => got.healthy,
+                };
+                let key = |d: &Decision, healthy: Option<bool>| {
+                    (
+                        healthy,
+                        d.source,
+                        d.healthy_reports,
+                        d.total_reports,
+                        d.healthy_regions,
+                        d.total_regions,
+                    )
+                };
+                if key(&want, want.healthy) != key(&got, rule_verdict) {
                     return Err(format!(
                         "at {}: {} decides {e} {} but its inputs give {}",
                         fmt_time(p.t_ns),
                         s.nodes[r].id,
-                        crate::trace::explain(&got),
-                        crate::trace::explain(&want)
+                        crate::trace::explain_with_regions(&got),
+                        crate::trace::explain_with_regions(&want)
                     ));
                 }
             }

@@ -1,13 +1,14 @@
 //! Clock invariance: constant wall-clock offsets change no decision outside the windows in
-//! which sender timestamps are used.
+//! which sender timestamps are used (with holds: no verdict of the rule).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
 use gslb_state_core::Source;
+use gslb_state_core::policy::Rule;
 
 use crate::scenario::{Scenario, fmt_time};
-use crate::trace::Record;
+use crate::trace::{Record, rule_verdict};
 use crate::world::Outcome;
 
 /// A decision as this invariant compares it: verdict and source.
@@ -27,7 +28,11 @@ struct Change {
 /// Per node and endpoint: its changes in time order, with a reset at every start and crash.
 type Timeline = Vec<Change>;
 
-fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
+/// With `rule` (a scenario with holds), the verdict compared is the rule's, recomputed from
+/// each record's counts: a hold keeps a verdict for as long as the rule's verdict keeps
+/// turning, so a difference inside a snapshot window could otherwise outlast it; the holds
+/// invariant checks separately that each run's verdicts follow its rule's.
+fn timelines(o: &Outcome, rule: Option<Rule>) -> BTreeMap<(u32, String), Timeline> {
     let mut endpoints: BTreeSet<String> = BTreeSet::new();
     for r in &o.trace.records {
         if let Record::Decision { endpoint, .. } = r {
@@ -67,7 +72,10 @@ fn timelines(o: &Outcome) -> BTreeMap<(u32, String), Timeline> {
                 .push(Change {
                     t_ns: *t_ns,
                     verdict: Some(Verdict {
-                        healthy: decision.healthy,
+                        healthy: match rule {
+                            Some(rule) => rule_verdict(rule, decision),
+                            None => decision.healthy,
+                        },
                         source: decision.source,
                     }),
                 });
@@ -109,8 +117,9 @@ pub fn clock_invariance(s: &Scenario, a: &Outcome, b: &Outcome) -> Result<(), St
             windows.entry(l.node).or_default().push(t..=t + window);
         }
     }
-    let ta = timelines(a);
-    let tb = timelines(b);
+    let rule = (!s.state.holds().is_none()).then(|| Rule::of(&s.state));
+    let ta = timelines(a, rule);
+    let tb = timelines(b, rule);
     let keys: BTreeSet<&(u32, String)> = ta.keys().chain(tb.keys()).collect();
     let empty = Timeline::new();
     for key in keys {

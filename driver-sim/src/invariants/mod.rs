@@ -8,12 +8,20 @@
 //! tail: everything healed, every node connected, no loss. It runs five times:
 //!
 //! * **A**: every wall clock exact.
-//! * **A again**: must give a byte-identical trace (JSON lines and timeline) — *determinism*.
+//! * **A again**, with the scenario's `state:` written out key by key (`quorumScope`,
+//!   `holdUp` and `holdDown` included, at `members`, `0s`, `0s` for most seeds) and read back
+//!   through the scenario reader ([`with_explicit_state`]): must give a byte-identical trace
+//!   (JSON lines and timeline) — *determinism*, and *zero holds* (the keys beyond the guide at
+//!   their defaults change nothing, byte for byte) for a seed without holds under `members`.
 //! * **B**: every node's wall clock at a random constant offset strictly within
 //!   ±(TTL − largest delay).
 //! * **W**: wild wall clocks (offsets up to ±10 TTL that jump, drift up to ±1%).
 //! * **S**: A with each restart stepping the node's wall clock back, with probability 1/2,
 //!   by a random 1 s to 2 h from where it was ([`crate::schedule::with_clock_steps`]).
+//!
+//! A third of the seeds weigh the quorum by region (`quorumScope: regions`), a third hold
+//! changes (`holdUp`, `holdDown` from half an interval to three TTLs), and the nodes are
+//! spread over one region (the empty one), two, three, or one each.
 //!
 //! Below, `bound` = `TTL + interval + largest delay`. Then:
 //!
@@ -26,7 +34,10 @@
 //!   end): let R be the running nodes. Every node of R has exactly R as its active members,
 //!   and every node r of R decides every endpoint exactly as
 //!   [`gslb_state_core::policy::decide`] does from r's own observation and the observations
-//!   of R without r (verdict, source and both counts). So nodes with the same inputs decide
+//!   of R without r, with the region votes of R's observations grouped by each node's region
+//!   (verdict, source, both report counts and both region counts; with holds, a decision
+//!   whose change is pending is held to the rule by its pending verdict, and a change can only
+//!   be pending towards the other verdict than the one shown). So nodes with the same inputs decide
 //!   alike under every policy — under the global policies all of R share one verdict and one
 //!   pair of counts — and the verdict is the right one. In B a node is not held to it at a
 //!   probe within TTL + largest delay after it read the KV snapshot (the clock invariance's
@@ -60,8 +71,16 @@
 //!   `loss` 0 (duplication, reordering and jitter are allowed). Nothing is asked of the KV
 //!   store: a node that cannot read its snapshot must still be heard. Whatever the restarted
 //!   node's wall clock did, it is heard again.
+//! * **holds** (A, B, W and S; see `holds.rs`): per node life and endpoint, with `r` the
+//!   rule's verdict recomputed from each recorded decision's counts, a change of the verdict
+//!   shown between healthy and unhealthy happens exactly when `r` has said the new verdict
+//!   without interruption for its hold (`holdUp` to healthy, `holdDown` to unhealthy) — not
+//!   before, not after — or at once without a hold; a change from or to unknown shows `r` at
+//!   once; whenever the verdict shown and `r` differ, the change to `r` is pending with the
+//!   right instant, and otherwise nothing is. Without holds every change shows `r`.
 //! * **clock invariance** (A against B): for every node and endpoint, the decision in force
-//!   (verdict and source) is the same in both runs at every instant, except within TTL (plus
+//!   (verdict and source; with holds, the rule's verdict, as a hold can carry a difference
+//!   inside a snapshot window past its end) is the same in both runs at every instant, except within TTL (plus
 //!   the largest delay, for the heartbeats its records stand for still in flight) after that
 //!   node read the KV snapshot at a (re)start, where sender timestamps are used. The
 //!   network's draws depend only on (seed, sender, message number, receiver), so both runs
@@ -69,11 +88,12 @@
 //!   keeps their order per node.
 //!
 //! The checkers live in `agreement.rs`, `expiry.rs` (expiry bounds, count freshness),
-//! [`rejoin`] and `clocks.rs`.
+//! [`rejoin`], `holds.rs` (holds, zero holds) and `clocks.rs`.
 
 mod agreement;
 mod clocks;
 mod expiry;
+mod holds;
 pub mod rejoin;
 
 use std::panic::AssertUnwindSafe;
@@ -86,6 +106,7 @@ use crate::world::{self, Outcome, RunOptions};
 pub use agreement::{agreement, agreement_outside_snapshot_windows};
 pub use clocks::clock_invariance;
 pub use expiry::{count_freshness, expiry_bounds};
+pub use holds::{holds_respected, identical_traces, with_explicit_state};
 pub use rejoin::rejoin_after_restart;
 
 /// `TTL + interval + largest delay`: how long a node may go unheard before every peer must
@@ -248,22 +269,30 @@ pub fn check_seed(seed: u64, nodes: usize, endpoints: usize) -> Result<SeedStats
         detail: format!("{}\n{detail}", describe(&g)),
     };
     let a = run_guarded(seed, "A", &g.scenario, options(&g))?;
-    let a2 = run_guarded(seed, "A again", &g.scenario, options(&g))?;
-    let (ja, ja2) = (a.trace.to_json_lines(), a2.trace.to_json_lines());
-    if ja != ja2 || a.trace.to_timeline() != a2.trace.to_timeline() {
-        let line = ja
-            .lines()
-            .zip(ja2.lines())
-            .position(|(x, y)| x != y)
-            .unwrap_or(ja.lines().count().min(ja2.lines().count()));
-        return Err(fail(
-            "determinism",
-            format!(
-                "the same seed gave different traces, first at JSON line {}",
-                line + 1
-            ),
-        ));
-    }
+    // "A again" with every state key written out and read back: the same settings, so the
+    // same trace byte for byte; for most seeds that is `quorumScope: members, holdUp: 0s,
+    // holdDown: 0s` against none of them.
+    let explicit = with_explicit_state(&g.scenario).map_err(|d| fail("zero holds", d))?;
+    let a2 = run_guarded(seed, "A again", &explicit, options(&g))?;
+    let plain = g.scenario.state.holds().is_none()
+        && g.scenario.state.quorum_scope == gslb_state_core::policy::QuorumScope::Members;
+    identical_traces(&a, &a2).map_err(|d| {
+        if plain {
+            fail(
+                "zero holds",
+                format!(
+                    "the seed's scenario and the same with quorumScope: members, holdUp: 0s, \
+                     holdDown: 0s written out gave different traces (or the runs are not \
+                     deterministic), {d}"
+                ),
+            )
+        } else {
+            fail(
+                "determinism",
+                format!("the same seed gave different traces, {d}"),
+            )
+        }
+    })?;
     let offsets = schedule::with_offsets(&g.scenario);
     let b = run_guarded(seed, "B (clock offsets)", &offsets, options(&g))?;
     let wild = schedule::with_wild_clocks(&g.scenario);
@@ -280,6 +309,14 @@ pub fn check_seed(seed: u64, nodes: usize, endpoints: usize) -> Result<SeedStats
         if let Some(v) = o.bound_violations.first() {
             return Err(fail("memory bounded", format!("run {name}: {v}")));
         }
+    }
+    for (name, sc, o) in [
+        ("A", &g.scenario, &a),
+        ("B", &offsets, &b),
+        ("W", &wild, &w),
+        ("S", &steps, &st),
+    ] {
+        holds_respected(sc, o).map_err(|d| fail("holds", format!("run {name}: {d}")))?;
     }
     agreement(&g.scenario, &a).map_err(|d| fail("agreement", format!("run A: {d}")))?;
     let snapshot_window =
@@ -340,9 +377,12 @@ fn describe(g: &Generated) -> String {
     let s = &g.scenario;
     let d = s.network.default;
     let mut out = format!(
-        "scenario: policy {} q={} interval {} TTL {}, latency {}ms jitter {}ms loss {} dup {} reorder {}, quiet from {}, settled by {}, end {}",
+        "scenario: policy {} q={} scope {} holdUp {} holdDown {} interval {} TTL {}, latency {}ms jitter {}ms loss {} dup {} reorder {}, quiet from {}, settled by {}, end {}",
         s.state.policy,
         s.state.quorum_min_percent,
+        s.state.quorum_scope,
+        humantime::format_duration(s.state.hold_up),
+        humantime::format_duration(s.state.hold_down),
         humantime::format_duration(s.state.heartbeat_interval),
         humantime::format_duration(s.state.heartbeat_ttl),
         d.latency_ns / 1_000_000,
@@ -362,9 +402,15 @@ fn describe(g: &Generated) -> String {
             Some(o) => format!("{}={}", n.id, fmt_time(o)),
         })
         .collect();
+    let regions: Vec<String> = s
+        .nodes
+        .iter()
+        .map(|n| format!("{}={:?}", n.id, n.region))
+        .collect();
     out.push_str(&format!(
-        "\nmonotonic clocks: {}\nevents:",
-        monos.join(", ")
+        "\nmonotonic clocks: {}\nregions: {}\nevents:",
+        monos.join(", "),
+        regions.join(", ")
     ));
     for e in s.events.iter().filter(|e| e.kind.is_fault()) {
         out.push_str(&format!("\n  {:>9} {:?}", fmt_time(e.at_ns), e.kind));

@@ -7,7 +7,7 @@
 //! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it (`KvPutOk` handed back), else `KvPutFailed` is handed back (a failed delete is dropped) |
 //! | `ReadSnapshot` | after one link latency: every entry of the members bucket, then of the health bucket, then `KvReadDone(Snapshot, complete: true)`; `complete: false` alone if the node does not reach the KV store then |
 //! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
-//! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace |
+//! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace (with holds, every decision whose verdict, source, pending change or rule verdict changed is recorded after each input, from `Node::poll_updated`, and a `Decision` output only if not recorded yet) |
 //! | `IncarnationRaised` | noted in the trace; the life's incarnation is updated |
 //! | `ApplyConfig`, `ConfigCommitted`, `ConfigFailed`, `ConfigRejected`, `ConfigIgnored` | nothing (no config sync is simulated) |
 
@@ -21,6 +21,7 @@ use crate::net::MAX_COPIES;
 use crate::scenario::NS_PER_MS;
 use crate::trace::Record;
 
+use super::lives::Recorded;
 use super::queue::{Phase, SimEvent};
 use super::{DownEvent, World};
 
@@ -168,8 +169,19 @@ impl World<'_> {
             let Some(core) = self.nodes[n].core.as_mut() else {
                 return;
             };
-            for input in chunk {
-                core.handle(now, input.clone());
+            if self.holds.is_some() {
+                // Holds see the verdict in force after each input: so does the trace.
+                for input in chunk {
+                    let Some(core) = self.nodes[n].core.as_mut() else {
+                        return;
+                    };
+                    core.handle(now, input.clone());
+                    self.record_updates(n);
+                }
+            } else {
+                for input in chunk {
+                    core.handle(now, input.clone());
+                }
             }
             self.drain(n);
         }
@@ -178,6 +190,8 @@ impl World<'_> {
     /// Carries out every output of node `n`, then re-arms its timer.
     pub(super) fn drain(&mut self, n: usize) {
         let mut membership_changed = false;
+        // The decisions after the input just handled, before its outputs.
+        self.record_updates(n);
         loop {
             let mut outputs = std::mem::take(&mut self.outputs);
             let Some(core) = self.nodes[n].core.as_mut() else {
@@ -197,9 +211,10 @@ impl World<'_> {
             self.outputs = outputs;
             if !feedback.is_empty() {
                 let now = self.now_of(n);
-                let core = self.nodes[n].core.as_mut().expect("checked above");
                 for input in feedback {
+                    let core = self.nodes[n].core.as_mut().expect("checked above");
                     core.handle(now, input);
+                    self.record_updates(n);
                 }
             }
         }
@@ -217,6 +232,44 @@ impl World<'_> {
             });
         }
         self.arm_timer(n);
+    }
+
+    /// When the scenario has holds: records every decision of node `n` whose verdict,
+    /// source, pending change or rule verdict (recomputed from its counts) differs from the
+    /// one last recorded, so that the trace shows when each change started to be pending,
+    /// was called off, and what the rule said meanwhile
+    /// ([`gslb_state_core::Output::Decision`] tells only verdict and source changes, and only
+    /// once a batch of inputs is handled). Called after every input.
+    fn record_updates(&mut self, n: usize) {
+        let Some(rule) = self.holds else {
+            return;
+        };
+        let t_ns = self.now_ns;
+        let mut records = Vec::new();
+        let node = &mut self.nodes[n];
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
+        let mut updated = Vec::new();
+        while let Some((endpoint, d)) = core.poll_updated() {
+            updated.push((endpoint.to_owned(), d));
+        }
+        for (endpoint, d) in updated {
+            let d = node.in_sim_time(d);
+            let seen = Recorded::of(rule, &d);
+            if node.recorded.get(&endpoint) != Some(&seen) {
+                node.recorded.insert(endpoint.clone(), seen);
+                records.push(Record::Decision {
+                    t_ns,
+                    node: n as u32,
+                    endpoint,
+                    decision: d,
+                });
+            }
+        }
+        for r in records {
+            self.record(r);
+        }
     }
 
     /// Schedules node `n`'s timer for when its core wants to be called back, converted from
@@ -294,6 +347,15 @@ impl World<'_> {
             Output::Decision { endpoint, decision } => {
                 if !self.options.quiet {
                     let t_ns = self.now_ns;
+                    let decision = self.nodes[n].in_sim_time(decision);
+                    if let Some(rule) = self.holds {
+                        // Recorded already as the input that made it was handled.
+                        let seen = Recorded::of(rule, &decision);
+                        if self.nodes[n].recorded.get(&endpoint) == Some(&seen) {
+                            return false;
+                        }
+                        self.nodes[n].recorded.insert(endpoint.clone(), seen);
+                    }
                     self.record(Record::Decision {
                         t_ns,
                         node: n as u32,

@@ -1,6 +1,6 @@
 //! Looking at the state without changing it: expectations, probes and memory samples.
 
-use gslb_state_core::{Bucket, Decision, DropReason};
+use gslb_state_core::{Bucket, DropReason};
 
 use crate::scenario::fmt_time;
 
@@ -20,64 +20,22 @@ impl World<'_> {
             });
             return;
         };
-        let mut seen = Vec::new();
-        let mut why = Vec::new();
-        if let Some(endpoint) = &x.checks.endpoint {
-            let d = core.decision(endpoint).unwrap_or(Decision {
-                healthy: None,
-                source: gslb_state_core::Source::Unknown,
-                healthy_reports: 0,
-                total_reports: 0,
-                local: None,
-            });
-            seen.push(format!("{endpoint}: {}", crate::trace::explain(&d)));
-            if let Some(h) = x.checks.healthy
-                && h != d.healthy
-            {
-                why.push(format!(
-                    "expected healthy: {}, saw {}",
-                    fmt_verdict(h),
-                    fmt_verdict(d.healthy)
-                ));
-            }
-            if let Some(s) = x.checks.source
-                && s != d.source
-            {
-                why.push(format!("expected source: {s}, saw {}", d.source));
-            }
-            if let Some(h) = x.checks.healthy_reports
-                && h != d.healthy_reports
-            {
-                why.push(format!(
-                    "expected healthyReports: {h}, saw {}",
-                    d.healthy_reports
-                ));
-            }
-            if let Some(t) = x.checks.total_reports
-                && t != d.total_reports
-            {
-                why.push(format!(
-                    "expected totalReports: {t}, saw {}",
-                    d.total_reports
-                ));
-            }
-        }
-        if let Some(expected) = &x.checks.active_members {
-            let active = core.active_member_ids();
-            seen.push(format!("active members: [{}]", active.join(", ")));
-            if *expected != active {
-                why.push(format!(
-                    "expected activeMembers: [{}], saw [{}]",
-                    expected.join(", "),
-                    active.join(", ")
-                ));
-            }
+        let decision = x.checks.endpoint.as_ref().and_then(|e| core.decision(e));
+        let active = core.active_member_ids();
+        let (ok, seen, why) = crate::report::evaluate(&x.checks, decision.as_ref(), &active);
+        if !ok && let Some(endpoint) = &x.checks.endpoint {
+            // Why the node decides as it does, at this instant: for the report of a failure.
+            let text = match core.explain(endpoint) {
+                Some(explanation) => explanation.to_string(),
+                None => format!("{}: {} has never heard of it\n", endpoint, node.id),
+            };
+            self.outcome.explanations.insert(i, text);
         }
         self.outcome.expects.push(ExpectOutcome {
             index: i,
-            ok: why.is_empty(),
-            seen: seen.join("; "),
-            why: why.join("; "),
+            ok,
+            seen,
+            why,
         });
     }
 
@@ -148,13 +106,5 @@ impl World<'_> {
                 self.outcome.bound_violations.push(msg);
             }
         }
-    }
-}
-
-fn fmt_verdict(h: Option<bool>) -> &'static str {
-    match h {
-        Some(true) => "true",
-        Some(false) => "false",
-        None => "null",
     }
 }

@@ -2,10 +2,13 @@
 //! incarnation), its crash and its graceful leave, and what its driver tells it about the
 //! connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gslb_state_core::config::DEFAULT_APPLY_TIMEOUT;
-use gslb_state_core::{Connectivity, Input, Instant, Limits, Node, NodeConfig, Now, WallTime};
+use gslb_state_core::policy::{Pending, Rule};
+use gslb_state_core::{
+    Connectivity, Decision, Input, Instant, Limits, Node, NodeConfig, Now, Source, WallTime,
+};
 
 use crate::clock::{Clock, MonoClock};
 use crate::scenario::NodeSpec;
@@ -42,6 +45,31 @@ pub(super) struct SimNode {
     pub(super) heard: Vec<Option<HeardHeartbeat>>,
     /// This life's index in [`super::Outcome::lives`].
     pub(super) life_index: usize,
+    /// Per endpoint, when the scenario has holds: the decision last recorded in this life.
+    pub(super) recorded: HashMap<String, Recorded>,
+}
+
+/// What the trace shows of a decision when the scenario has holds (a new record whenever it
+/// changes): the verdict held, the source, the rule's verdict (recomputed from the counts)
+/// and the pending change, its instant in simulated time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recorded {
+    shown: Option<bool>,
+    source: Source,
+    rule: Option<bool>,
+    pending: Option<Pending>,
+}
+
+impl Recorded {
+    /// What the trace shows of `d` (in simulated time) under `rule`.
+    pub(super) fn of(rule: Rule, d: &Decision) -> Recorded {
+        Recorded {
+            shown: d.healthy,
+            source: d.source,
+            rule: crate::trace::rule_verdict(rule, d),
+            pending: d.pending,
+        }
+    }
 }
 
 impl SimNode {
@@ -61,6 +89,7 @@ impl SimNode {
             told_connected: false,
             heard: vec![None; nodes],
             life_index: 0,
+            recorded: HashMap::new(),
         }
     }
 
@@ -75,6 +104,14 @@ impl SimNode {
     /// The simulated time at which this node's monotonic clock reads `wake`.
     pub(super) fn sim_time_of(&self, wake: Instant) -> u64 {
         self.monotonic.sim_time_ns(wake.as_nanos(), self.started_ns)
+    }
+
+    /// `d` with its pending change's instant in simulated time, as the trace keeps it.
+    pub(super) fn in_sim_time(&self, mut d: Decision) -> Decision {
+        if let Some(p) = &mut d.pending {
+            p.at = Instant::from_nanos(self.sim_time_of(p.at));
+        }
+        d
     }
 }
 
@@ -129,6 +166,7 @@ impl World<'_> {
         node.messages_published = 0;
         node.told_connected = false;
         node.heard.iter_mut().for_each(|h| *h = None);
+        node.recorded.clear();
         if !self.options.quiet {
             let t_ns = self.now_ns;
             let id = self.nodes[n].id.clone();

@@ -24,6 +24,7 @@ use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 use gslb_state_core::Output;
+use gslb_state_core::policy::{QuorumScope, Rule};
 
 use crate::kv::Kv;
 use crate::net::Net;
@@ -104,6 +105,8 @@ pub struct World<'a> {
     outputs: Vec<Output>,
     /// Scenario events before this index were applied with an earlier observation batch.
     observed_until: usize,
+    /// The scenario has holds: pending changes are recorded (see [`World::record_updates`]).
+    holds: Option<gslb_state_core::policy::Rule>,
 }
 
 impl<'a> World<'a> {
@@ -115,6 +118,10 @@ impl<'a> World<'a> {
             .iter()
             .map(|spec| SimNode::new(spec, n))
             .collect();
+        let state = &scenario.state;
+        let mut outcome = Outcome::new(scenario.nodes.iter().map(|s| s.id.clone()).collect());
+        outcome.trace.regions = state.quorum_scope == QuorumScope::Regions;
+        outcome.trace.holds = !state.holds().is_none();
         World {
             scenario,
             now_ns: 0,
@@ -132,9 +139,10 @@ impl<'a> World<'a> {
             kv: Kv::default(),
             kv_delay_ns: scenario.network.default.latency_ns,
             max_endpoints: scenario.endpoints().len(),
-            outcome: Outcome::new(scenario.nodes.iter().map(|s| s.id.clone()).collect()),
+            outcome,
             outputs: Vec::new(),
             observed_until: 0,
+            holds: (!state.holds().is_none() && !options.quiet).then(|| Rule::of(state)),
             options,
         }
     }

@@ -97,6 +97,9 @@ pub struct Outcome {
     pub trace: Trace,
     /// One per expectation of the scenario, in the scenario's order.
     pub expects: Vec<ExpectOutcome>,
+    /// For each expectation on an endpoint that failed, by its index: the node's explanation
+    /// of its decision at that instant ([`gslb_state_core::Node::explain`], as text).
+    pub explanations: BTreeMap<usize, String>,
     /// Probes requested by [`RunOptions::probes_ns`].
     pub probes: Vec<Probe>,
     /// Every `MemberDown` (when [`RunOptions::track_expiry`] is set).
@@ -126,9 +129,10 @@ impl Outcome {
         Outcome {
             trace: Trace {
                 nodes,
-                records: Vec::new(),
+                ..Trace::default()
             },
             expects: Vec::new(),
+            explanations: BTreeMap::new(),
             probes: Vec::new(),
             downs: Vec::new(),
             heartbeats_sent: vec![Vec::new(); n],

@@ -48,30 +48,52 @@ pub(super) fn expectation(
             Some(ids)
         }
     };
+    let pending = match &x.pending {
+        None => None,
+        Some(p) => Some(match p.value.as_str() {
+            "healthy" => Some(true),
+            "unhealthy" => Some(false),
+            "none" => None,
+            other => {
+                return Err(err(
+                    format!("{key}.pending"),
+                    line_of(p),
+                    format!("expected healthy, unhealthy or none, got {other:?}"),
+                ));
+            }
+        }),
+    };
     let checks = ExpectChecks {
         endpoint: x.endpoint.as_ref().map(|e| e.value.clone()),
         healthy: x.healthy,
         source,
         healthy_reports: x.healthy_reports.as_ref().map(|v| v.value),
         total_reports: x.total_reports.as_ref().map(|v| v.value),
+        healthy_regions: x.healthy_regions.as_ref().map(|v| v.value),
+        total_regions: x.total_regions.as_ref().map(|v| v.value),
+        pending,
         active_members,
     };
     let decision_checks = checks.healthy.is_some()
         || checks.source.is_some()
         || checks.healthy_reports.is_some()
-        || checks.total_reports.is_some();
+        || checks.total_reports.is_some()
+        || checks.healthy_regions.is_some()
+        || checks.total_regions.is_some()
+        || checks.pending.is_some();
     if decision_checks && checks.endpoint.is_none() {
         return Err(err(
             format!("{key}.endpoint"),
             line,
-            "required when healthy, source or report counts are expected",
+            "required when healthy, source, pending or report or region counts are expected",
         ));
     }
     if checks.endpoint.is_some() && !decision_checks {
         return Err(err(
             key,
             line,
-            "expect at least one of healthy, source, healthyReports, totalReports for the endpoint",
+            "expect at least one of healthy, source, healthyReports, totalReports, \
+             healthyRegions, totalRegions, pending for the endpoint",
         ));
     }
     if !decision_checks && checks.active_members.is_none() {

@@ -372,6 +372,18 @@ fn state_settings(
             yaml.push_str(&format!("  heartbeatTTL: {}\n", quote(&d.value)));
             lines.push(("state.heartbeatTTL", line_of(d)));
         }
+        if let Some(q) = &s.quorum_scope {
+            yaml.push_str(&format!("  quorumScope: {}\n", quote(&q.value)));
+            lines.push(("state.quorumScope", line_of(q)));
+        }
+        if let Some(d) = &s.hold_up {
+            yaml.push_str(&format!("  holdUp: {}\n", quote(&d.value)));
+            lines.push(("state.holdUp", line_of(d)));
+        }
+        if let Some(d) = &s.hold_down {
+            yaml.push_str(&format!("  holdDown: {}\n", quote(&d.value)));
+            lines.push(("state.holdDown", line_of(d)));
+        }
     }
     if yaml.ends_with("state:\n") {
         yaml.push_str("  {}\n");

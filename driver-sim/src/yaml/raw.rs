@@ -38,6 +38,9 @@ pub(super) struct RawState {
     pub(super) heartbeat_interval: Option<Spanned<String>>,
     #[serde(rename = "heartbeatTTL")]
     pub(super) heartbeat_ttl: Option<Spanned<String>>,
+    pub(super) quorum_scope: Option<Spanned<String>>,
+    pub(super) hold_up: Option<Spanned<String>>,
+    pub(super) hold_down: Option<Spanned<String>>,
 }
 
 /// `network:`, or the `network:` of an event.
@@ -197,6 +200,11 @@ pub(super) struct RawExpect {
     pub(super) healthy_reports: Option<Spanned<u32>>,
     #[serde(alias = "totalReports")]
     pub(super) total_reports: Option<Spanned<u32>>,
+    #[serde(alias = "healthyRegions")]
+    pub(super) healthy_regions: Option<Spanned<u32>>,
+    #[serde(alias = "totalRegions")]
+    pub(super) total_regions: Option<Spanned<u32>>,
+    pub(super) pending: Option<Spanned<String>>,
     #[serde(alias = "activeMembers")]
     pub(super) active_members: Option<Spanned<Vec<String>>>,
 }

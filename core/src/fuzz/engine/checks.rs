@@ -9,7 +9,7 @@ use super::ops::Op;
 use super::{CLUSTER, Harness, MAX_REMEMBERED, OWN_ID, endpoint_names};
 use crate::codec::{self, Message, ReportState};
 use crate::names::{Bucket, SubjectKind};
-use crate::{Decision, DropReason, Input, MessageKind, Output, Source};
+use crate::{Decision, DropReason, Input, MessageKind, Output, Said, Source};
 
 /// What the harness has seen the node do, to check its counters and its protocol.
 #[derive(Debug, Default)]
@@ -247,6 +247,7 @@ impl Harness {
                 "emitted decision for {ep:?} {}",
                 ctx()
             );
+            self.check_explanation(ep, &got, &active, &ctx);
         }
         // Getters agree with each other.
         let mut count = 0;
@@ -320,13 +321,80 @@ impl Harness {
     }
 }
 
-const UNKNOWN: Decision = Decision {
-    healthy: None,
-    source: Source::Unknown,
-    healthy_reports: 0,
-    total_reports: 0,
-    local: None,
-};
+const UNKNOWN: Decision = Decision::UNKNOWN;
+
+impl Harness {
+    /// The explanation of `ep` agrees with its decision: its counted members add up to the
+    /// counts, grouped by region to the region votes, and only active members are counted.
+    fn check_explanation(
+        &self,
+        ep: &str,
+        got: &Decision,
+        active: &[String],
+        ctx: &dyn Fn() -> String,
+    ) {
+        let Some(x) = self.node.explain(ep) else {
+            assert_eq!(
+                *got,
+                UNKNOWN,
+                "no explanation of a known decision {}",
+                ctx()
+            );
+            return;
+        };
+        assert_eq!(x.decision, *got, "explained decision of {ep:?} {}", ctx());
+        match got.pending {
+            None => assert_eq!(x.rule_verdict, got.healthy, "{}", ctx()),
+            Some(p) => assert_eq!(x.rule_verdict, Some(p.healthy), "{}", ctx()),
+        }
+        let mut counted = (0u32, 0u32);
+        let mut by_region: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        for m in &x.members {
+            assert_eq!(m.counted, m.part.counted());
+            assert_eq!(
+                m.active,
+                active.contains(&m.node),
+                "explained activity of {} {}",
+                m.node,
+                ctx()
+            );
+            if m.counted {
+                assert!(m.active, "an inactive member counted {}", ctx());
+                let healthy = match m.said {
+                    Said::Healthy => 1,
+                    Said::Unhealthy => 0,
+                    other => panic!("counted a report that says {other} {}", ctx()),
+                };
+                counted.0 += healthy;
+                counted.1 += 1;
+                let r = by_region.entry(&m.region).or_default();
+                r.0 += healthy;
+                r.1 += 1;
+            }
+        }
+        assert_eq!(
+            counted,
+            (got.healthy_reports, got.total_reports),
+            "explained members of {ep:?} {}",
+            ctx()
+        );
+        let regions: Vec<(&str, u32, u32)> = x
+            .regions
+            .iter()
+            .map(|r| (r.region.as_str(), r.healthy, r.total))
+            .collect();
+        let want: Vec<(&str, u32, u32)> = by_region.iter().map(|(r, c)| (*r, c.0, c.1)).collect();
+        assert_eq!(regions, want, "explained regions of {ep:?} {}", ctx());
+        let healthy_regions = x.regions.iter().filter(|r| r.healthy_vote).count() as u32;
+        assert_eq!(
+            (healthy_regions, x.regions.len() as u32),
+            (got.healthy_regions, got.total_regions),
+            "explained region votes of {ep:?} {}",
+            ctx()
+        );
+        assert!(!x.to_string().is_empty());
+    }
+}
 
 /// Decodes a message the node wrote, which must be valid, its own, and of its incarnation.
 fn own_message(bytes: &[u8], own_incarnation: u64) -> Message<'_> {

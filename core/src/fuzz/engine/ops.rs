@@ -358,9 +358,9 @@ fn cluster(u: &mut Unstructured<'_>) -> arbitrary::Result<&'static str> {
     })
 }
 
-/// One of a few regions, the empty one among them.
-fn region(u: &mut Unstructured<'_>) -> arbitrary::Result<&'static str> {
-    const REGIONS: [&str; 4] = ["", "eu", "us-east-1", "ap"];
+/// One of a few regions (more than the engine keeps inline), the empty one among them.
+pub(super) fn region(u: &mut Unstructured<'_>) -> arbitrary::Result<&'static str> {
+    const REGIONS: [&str; 6] = ["", "eu", "us-east-1", "ap", "sa", "af"];
     u.choose(&REGIONS).copied()
 }
 
@@ -440,9 +440,26 @@ fn config_yaml(u: &mut Unstructured<'_>) -> arbitrary::Result<Bytes> {
     } else {
         CLUSTER
     };
+    let scope = match u.int_in_range(0u8..=15)? {
+        0 => "nearest",
+        1..=7 => "members",
+        _ => "regions",
+    };
+    let hold_up = hold_yaml(u)?;
+    let hold_down = hold_yaml(u)?;
     Ok(Bytes::from(format!(
-        "cluster: {{id: {cluster}}}\nstate: {{healthPolicy: {policy}, quorumMinPercent: {q}, heartbeatInterval: {interval_ms}ms, heartbeatTTL: {ttl_ms}ms}}\n"
+        "cluster: {{id: {cluster}}}\nstate: {{healthPolicy: {policy}, quorumMinPercent: {q}, heartbeatInterval: {interval_ms}ms, heartbeatTTL: {ttl_ms}ms, quorumScope: {scope}, holdUp: {hold_up}, holdDown: {hold_down}}}\n"
     )))
+}
+
+/// A hold in YAML: none, some milliseconds, or now and then a negative or malformed one.
+fn hold_yaml(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    Ok(match u.int_in_range(0u8..=31)? {
+        0 => "-1s".to_owned(),
+        1 => "soon".to_owned(),
+        2..=13 => "0s".to_owned(),
+        _ => format!("{}ms", u.int_in_range(1u64..=10_000)?),
+    })
 }
 
 impl Harness {
