@@ -538,10 +538,20 @@ fn chaos_soak() {
         last.len() + died.len()
     );
     assert!(died.is_empty(), "seed {seed}: {}", died.join("\n"));
-    assert!(
-        converged.is_ok(),
-        "seed {seed}: not right {CONVERGE_WITHIN:?} after the quiet period:\n{}",
-        last.join("\n")
-    );
+    if converged.is_err() {
+        // The logs of the daemons that are wrong, for the diagnosis.
+        let logs: Vec<String> = (0..DAEMONS)
+            .filter(|&i| last.iter().any(|p| p.starts_with(&format!("{} ", name(i)))))
+            .filter_map(|i| {
+                let d = soak.daemons[i].as_ref()?;
+                Some(format!("--- {} ---\n{}", name(i), d.log_tail(60)))
+            })
+            .collect();
+        panic!(
+            "seed {seed}: not right {CONVERGE_WITHIN:?} after the quiet period:\n{}\n{}",
+            last.join("\n"),
+            logs.join("\n")
+        );
+    }
     assert!(max_rss <= MAX_RSS_BYTES, "seed {seed}: RSS {max_rss} bytes");
 }
