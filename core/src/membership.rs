@@ -121,6 +121,16 @@ pub(crate) enum IncarnationCheck {
 }
 
 impl Member {
+    /// Takes the region a membership record of the current incarnation gives, while no
+    /// heartbeat of it was heard (a heartbeat's region is fixed for the incarnation): the
+    /// member's reports are in that region's bucket.
+    pub(crate) fn region_from_record(&mut self, region: &str) {
+        if self.hb_seq == 0 && *self.region != *region {
+            debug_assert!(self.active_until.is_none());
+            self.region = region.into();
+        }
+    }
+
     /// Judges `incarnation` against the current one. `live` is true for a live message (a
     /// heartbeat or a leave): only a running process sends those, so while the current life
     /// is inactive any other incarnation that speaks live is the member's life now.
@@ -488,8 +498,7 @@ impl Members {
                 }
                 o.insert(new);
                 if active && old.state() != state {
-                    view.count(ep, region, old.state(), false);
-                    view.count(ep, region, state, true);
+                    view.recount(ep, region, old.state(), state);
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {

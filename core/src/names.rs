@@ -243,7 +243,19 @@ impl Names {
         Ok((kind, node))
     }
 
-    /// The name of a KV bucket of this cluster.
+    /// The name of `bucket` of region `region`: [`Names::bucket`] for the empty region (a
+    /// deployment without regions), else `gslb_<cluster>_<kind>_<region>` (tokens never hold a
+    /// raw `_`, so the name is unambiguous).
+    pub fn region_bucket(&self, bucket: Bucket, region: &str) -> String {
+        let mut s = self.bucket(bucket).to_owned();
+        if !region.is_empty() {
+            s.push('_');
+            push_token(&mut s, region);
+        }
+        s
+    }
+
+    /// The name of a KV bucket of this cluster (of a deployment without regions).
     pub fn bucket(&self, bucket: Bucket) -> &str {
         match bucket {
             Bucket::Members => &self.members_bucket,
@@ -339,6 +351,18 @@ mod tests {
             "gslb.prod-global.hb.eu-1"
         );
         assert_eq!(n.bucket(Bucket::Health), "gslb_prod-global_health");
+        assert_eq!(
+            n.region_bucket(Bucket::Health, ""),
+            "gslb_prod-global_health"
+        );
+        assert_eq!(
+            n.region_bucket(Bucket::Members, "eu-west"),
+            "gslb_prod-global_members_eu-west"
+        );
+        assert_eq!(
+            n.region_bucket(Bucket::Health, "eu_1.a"),
+            "gslb_prod-global_health_eu_5F1_2Ea"
+        );
         assert_eq!(
             n.parse_subject("gslb.prod-global.health.eu_2E1").unwrap(),
             (SubjectKind::Health, "eu.1".to_owned())

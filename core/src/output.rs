@@ -81,6 +81,9 @@ pub enum Output {
     Resync {
         /// The member whose reports to re-read.
         node: String,
+        /// Its region (as its heartbeat said): its reports are in that region's health
+        /// bucket ([`Names::region_bucket`](crate::Names::region_bucket)).
+        region: String,
         /// KV key filter, `<node>.>`.
         key_filter: String,
     },

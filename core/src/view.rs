@@ -307,10 +307,39 @@ impl View {
         state: ReportState,
         add: bool,
     ) {
+        if self.count_only(id, region, state, add) {
+            self.touch(id);
+        }
+    }
+
+    /// One active member's report, from region `region`, changed from `old` to `new`: both
+    /// counted, and `id` decided once (not once per half of the change).
+    pub(crate) fn recount(
+        &mut self,
+        id: EndpointId,
+        region: RegionId,
+        old: ReportState,
+        new: ReportState,
+    ) {
+        let removed = self.count_only(id, region, old, false);
+        if self.count_only(id, region, new, true) || removed {
+            self.touch(id);
+        }
+    }
+
+    /// The counters of [`View::count`], without deciding; whether they changed.
+    #[inline]
+    fn count_only(
+        &mut self,
+        id: EndpointId,
+        region: RegionId,
+        state: ReportState,
+        add: bool,
+    ) -> bool {
         let healthy = match state {
             ReportState::Healthy => true,
             ReportState::Unhealthy => false,
-            ReportState::Withdrawn => return,
+            ReportState::Withdrawn => return false,
         };
         let e = &mut self.entries[id as usize];
         if add {
@@ -326,7 +355,7 @@ impl View {
             e.remote_total -= 1;
         }
         self.tally(id, region, healthy, add);
-        self.touch(id);
+        true
     }
 
     /// One counted report more or less in `region`'s tally, and the region votes after it.

@@ -334,6 +334,7 @@ fn a_missed_report_is_noticed_and_resynced_from_the_kv() {
     assert!(
         outs.contains(&Output::Resync {
             node: "a".into(),
+            region: String::new(),
             key_filter: "a.>".into()
         }),
         "{outs:?}"

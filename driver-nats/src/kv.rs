@@ -34,15 +34,30 @@ pub(crate) const READ_BATCH: usize = 1024;
 /// otherwise; history 1 (only the newest value of a key matters); records older than
 /// [`RECORD_MAX_AGE`] age out (live nodes rewrite theirs well before that, so only the records
 /// of nodes gone for good do).
+///
+/// A region's bucket (`region` not empty) is placed in the NATS cluster named like the region
+/// (`placement.cluster`), so that the region keeps writing it while cut off from the others.
+/// Where no cluster has that name (one cluster serving every region, or a single server), the
+/// server places it, and a warning says so.
 pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,
     name: &str,
+    region: &str,
 ) -> Result<kv::Store, String> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
+    let mut tries = Vec::new();
+    if !region.is_empty() {
+        let placed = jetstream::stream::Placement {
+            cluster: Some(region.to_owned()),
+            ..Default::default()
+        };
+        tries.extend([(Some(placed.clone()), 3), (Some(placed), 1)]);
+    }
+    tries.extend([(None, 3), (None, 1)]);
     let mut last_error = String::new();
-    for replicas in [3, 1] {
+    for (placement, replicas) in tries {
         let config = kv::Config {
             bucket: name.to_owned(),
             description: "gslb-state".to_owned(),
@@ -50,10 +65,21 @@ pub(crate) async fn ensure_bucket(
             max_value_size: MAX_VALUE_BYTES,
             max_age: RECORD_MAX_AGE,
             num_replicas: replicas,
+            placement: placement.clone(),
             ..Default::default()
         };
         match js.create_key_value(config).await {
-            Ok(store) => return Ok(store),
+            Ok(store) => {
+                if placement.is_none() && !region.is_empty() {
+                    tracing::warn!(
+                        bucket = name,
+                        region,
+                        error = %last_error,
+                        "no NATS cluster named like the region takes the bucket: the server placed it"
+                    );
+                }
+                return Ok(store);
+            }
             Err(e) => last_error = e.to_string(),
         }
         // Another node may have created it meanwhile.
@@ -62,6 +88,54 @@ pub(crate) async fn ensure_bucket(
         }
     }
     Err(last_error)
+}
+
+/// How long opening another region's buckets may take: a region cut off (or blackholed)
+/// costs a start-up no more than this.
+pub(crate) const FOREIGN_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Other regions' buckets, opened (never created: each region creates its own) when first
+/// read, and kept open.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ForeignStores {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<String, Stores>>>,
+}
+
+impl ForeignStores {
+    /// The buckets of `region`, opened within [`FOREIGN_OPEN_TIMEOUT`].
+    pub(crate) async fn get(
+        &self,
+        js: &jetstream::Context,
+        names: &gslb_state_core::Names,
+        region: &str,
+    ) -> Result<Stores, String> {
+        if let Some(s) = self.lock().get(region) {
+            return Ok(s.clone());
+        }
+        let open = |bucket: Bucket| {
+            let name = names.region_bucket(bucket, region);
+            async move {
+                match tokio::time::timeout(FOREIGN_OPEN_TIMEOUT, js.get_key_value(&name)).await {
+                    Ok(Ok(store)) => Ok(store),
+                    Ok(Err(e)) => Err(format!("opening {name}: {e}")),
+                    Err(_) => Err(format!(
+                        "opening {name}: no answer in {FOREIGN_OPEN_TIMEOUT:?}"
+                    )),
+                }
+            }
+        };
+        let (members, health) = futures::join!(open(Bucket::Members), open(Bucket::Health));
+        let stores = Stores {
+            members: members?,
+            health: health?,
+        };
+        self.lock().insert(region.to_owned(), stores.clone());
+        Ok(stores)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Stores>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// An entry read from a bucket.

@@ -57,8 +57,27 @@ pub use error::{ConnectError, ConnectSetupError, StartError, StoreError};
 pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, Stopped};
 pub use metrics::Metrics;
 
+/// Every region whose buckets `config`'s node uses: its own (`node.region`; the empty region
+/// of a deployment without regions), then the others of `nats.jetStream.regions`.
+pub fn regions_of(config: &gslb_state_core::Config) -> Vec<String> {
+    let listed = &config.nats.jetstream_regions;
+    let mut regions = Vec::new();
+    // An administrator's file may list the regions and have none of its own.
+    if !config.region.is_empty() || listed.is_empty() {
+        regions.push(config.region.clone());
+    }
+    for r in listed {
+        if !regions.contains(r) {
+            regions.push(r.clone());
+        }
+    }
+    regions
+}
+
 /// Creates what the nodes of `config`'s cluster use, when absent: the members and health
-/// buckets and, with config sync on, the config bucket and its event stream. For
+/// buckets of every region of [`regions_of`] (each placed in the NATS cluster named like its
+/// region, where there is one) and, with config sync on, the config bucket and its event
+/// stream. For
 /// `gslb-state bootstrap`, run once with administrator credentials where nodes are not allowed
 /// to create them (SECURITY.md). Returns the names, in that order.
 pub async fn bootstrap(
@@ -68,15 +87,17 @@ pub async fn bootstrap(
     let js = connect::jetstream_context(client, config);
     let names = gslb_state_core::Names::new(&config.cluster_id);
     let mut made = Vec::new();
-    for bucket in [
-        gslb_state_core::Bucket::Members,
-        gslb_state_core::Bucket::Health,
-    ] {
-        let name = names.bucket(bucket);
-        kv::ensure_bucket(&js, name)
-            .await
-            .map_err(|e| StoreError::new(format!("KV bucket {name}"), "creating", e))?;
-        made.push(name.to_owned());
+    for region in regions_of(config) {
+        for bucket in [
+            gslb_state_core::Bucket::Members,
+            gslb_state_core::Bucket::Health,
+        ] {
+            let name = names.region_bucket(bucket, &region);
+            kv::ensure_bucket(&js, &name, &region)
+                .await
+                .map_err(|e| StoreError::new(format!("KV bucket {name}"), "creating", e))?;
+            made.push(name);
+        }
     }
     if config.state.enable_config_sync
         && let Some(settings) = &config.config_sync

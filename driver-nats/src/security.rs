@@ -53,9 +53,9 @@ pub const API_PREFIX: &str = "$JS.API";
 /// | what | subjects |
 /// | --- | --- |
 /// | its heartbeats and reports | publish `gslb.<c>.hb.<node>`, `gslb.<c>.health.<node>` |
-/// | its KV keys | publish `$KV.<members>.<node>`, `$KV.<health>.<node>.>` (and the same under the API prefix, which a client with a domain uses) |
+/// | its KV keys | publish `$KV.<members>.<node>`, `$KV.<health>.<node>.>` in its own region's buckets (`gslb_<c>_members_<region>`, or `gslb_<c>_members` without a region) |
 /// | its cluster's messages | subscribe `gslb.<c>.>` |
-/// | opening its cluster's buckets | publish `<api>.STREAM.INFO.KV_<bucket>` |
+/// | opening its cluster's buckets (its region's and every region of `nats.jetStream.regions`) | publish `<api>.STREAM.INFO.KV_<bucket>` |
 /// | reading them | publish `<api>.CONSUMER.CREATE.KV_<bucket>.*.$KV.<bucket>.>` (named consumers filtered to the bucket) and `$JS.FC.KV_<bucket>.>` (flow control) |
 /// | replies and deliveries | subscribe `<inboxPrefix>.>` |
 /// | config sync | its key only: `<api>.DIRECT.GET.KV_<cfg>.$KV.<cfg>.<c>`, `<api>.CONSUMER.CREATE.KV_<cfg>.*.$KV.<cfg>.<c>`, `<api>.STREAM.INFO.KV_<cfg>` and the event stream's, subscribe `<subjectPrefix>.<c>` |
@@ -69,16 +69,20 @@ pub fn node_permissions(config: &Config, node_id: &str) -> Permissions {
         subject(gslb_state_core::names::SubjectKind::Heartbeat),
         subject(gslb_state_core::names::SubjectKind::Health),
     ];
-    let members = names.bucket(Bucket::Members);
-    let health = names.bucket(Bucket::Health);
+    let members = names.region_bucket(Bucket::Members, &config.region);
+    let health = names.region_bucket(Bucket::Health, &config.region);
     publish.push(format!("$KV.{members}.{node}"));
     publish.push(format!("$KV.{health}.{node}.>"));
-    for bucket in [members, health] {
-        publish.push(format!("{api}.STREAM.INFO.KV_{bucket}"));
-        publish.push(format!(
-            "{api}.CONSUMER.CREATE.KV_{bucket}.*.$KV.{bucket}.>"
-        ));
-        publish.push(format!("$JS.FC.KV_{bucket}.>"));
+    // Reading: its own region's buckets and those of every region it lists.
+    for region in crate::regions_of(config) {
+        for bucket in [Bucket::Members, Bucket::Health] {
+            let bucket = names.region_bucket(bucket, &region);
+            publish.push(format!("{api}.STREAM.INFO.KV_{bucket}"));
+            publish.push(format!(
+                "{api}.CONSUMER.CREATE.KV_{bucket}.*.$KV.{bucket}.>"
+            ));
+            publish.push(format!("$JS.FC.KV_{bucket}.>"));
+        }
     }
     let mut subscribe = vec![
         names.subscription(),

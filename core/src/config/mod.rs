@@ -162,6 +162,11 @@ pub struct NatsSettings {
     pub tls: Option<TlsFiles>,
     /// `nats.jetStream.domain`, when set.
     pub jetstream_domain: Option<String>,
+    /// `nats.jetStream.regions`: the regions of the fleet, each with its own buckets placed
+    /// in its own NATS cluster. A node with a `node.region` writes to its region's buckets and
+    /// reads these regions' (and its own) at start-up; empty by default (only its own, and
+    /// other regions' members' reports when they are first heard).
+    pub jetstream_regions: Vec<String>,
     /// `nats.auth`.
     pub auth: NatsAuth,
     /// `nats.pingInterval`: how often the client pings the server (a hung server is noticed
@@ -181,6 +186,7 @@ impl Default for NatsSettings {
             servers: vec![DEFAULT_NATS_SERVER.to_owned()],
             tls: None,
             jetstream_domain: None,
+            jetstream_regions: Vec::new(),
             auth: NatsAuth::default(),
             ping_interval: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
@@ -542,6 +548,31 @@ mod tests {
         let p = problem("cluster:\n  id: c\nstate:\n  quorumMinPercent: lots\n");
         assert_eq!(p.line, Some(4), "{p}");
         assert_eq!(p.key, "state.quorumMinPercent", "{p}");
+    }
+
+    #[test]
+    fn jetstream_regions_are_read_and_checked() {
+        let c = Config::from_yaml(
+            "cluster: {id: c}\nnode: {region: eu}\nnats:\n  jetStream:\n    regions: [eu, us, ap]\n",
+        )
+        .unwrap();
+        assert_eq!(c.nats.jetstream_regions, ["eu", "us", "ap"]);
+        assert_eq!(c.region, "eu");
+        let c = Config::from_yaml("cluster: {id: c}\n").unwrap();
+        assert!(c.nats.jetstream_regions.is_empty());
+        let p = problem("cluster:\n  id: c\nnats:\n  jetStream:\n    regions: [eu, us, eu]\n");
+        assert_eq!(
+            (p.key.as_str(), p.line),
+            ("nats.jetStream.regions", Some(5))
+        );
+        assert!(p.message.contains("\"eu\" is listed twice"), "{p}");
+        let p = problem("cluster:\n  id: c\nnats:\n  jetStream:\n    regions: [\"\"]\n");
+        assert_eq!(
+            (p.key.as_str(), p.line),
+            ("nats.jetStream.regions", Some(5))
+        );
+        let p = problem("cluster:\n  id: c\nnats:\n  jetStream:\n    regions: eu\n");
+        assert_eq!(p.line, Some(5), "{p}");
     }
 
     #[test]

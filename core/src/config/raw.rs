@@ -94,6 +94,7 @@ pub(super) struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJetStream {
     pub(super) domain: Option<String>,
+    pub(super) regions: Option<S<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -318,10 +318,26 @@ impl Validator {
                 key_file: tls.key_file.map(|s| PathBuf::from(s.value)),
             });
         }
-        n.jetstream_domain = raw
-            .jet_stream
-            .and_then(|j| j.domain)
-            .filter(|d| !d.is_empty());
+        if let Some(js) = raw.jet_stream {
+            n.jetstream_domain = js.domain.filter(|d| !d.is_empty());
+            if let Some(regions) = js.regions {
+                let line = Some(regions.referenced.line());
+                let mut seen = std::collections::BTreeSet::new();
+                for r in regions.value {
+                    if r.is_empty() {
+                        self.problem("nats.jetStream.regions", line, "a region name is empty");
+                    } else if !seen.insert(r.clone()) {
+                        self.problem(
+                            "nats.jetStream.regions",
+                            line,
+                            format!("region {r:?} is listed twice"),
+                        );
+                    } else {
+                        n.jetstream_regions.push(r);
+                    }
+                }
+            }
+        }
         if let Some(auth) = raw.auth {
             if auth.user_env.is_some() != auth.password_env.is_some() {
                 let line = auth

@@ -154,9 +154,14 @@ impl Node {
         }
         m.sync.resync_started(now);
         let node = m.id.to_string();
+        let region = m.region.to_string();
         let key_filter = self.names.report_key_filter(&node);
         self.stats.resyncs_requested += 1;
-        self.push(Output::Resync { node, key_filter });
+        self.push(Output::Resync {
+            node,
+            region,
+            key_filter,
+        });
     }
 
     fn on_batch(&mut self, batch: &ReportBatch<'_>) {
@@ -268,6 +273,7 @@ impl Node {
         } else if let Some(idx) = self.staying_member(rec.node, rec.incarnation, false) {
             // After the snapshot a record only tells what the member has published: liveness
             // is for live heartbeats alone.
+            self.members.get_mut(idx).region_from_record(rec.region);
             self.announce(idx, rec.report_seq, rec.kv_seq);
         }
     }
@@ -417,6 +423,7 @@ impl Node {
                 // Too old to vouch for the member: it only tells what the member has
                 // published. Its heartbeat sequence is not taken, so the live heartbeat it
                 // stood for still counts when it arrives.
+                self.members.get_mut(idx).region_from_record(&rec.region);
                 self.announce(idx, rec.report_seq, rec.kv_seq);
                 continue;
             }

@@ -63,6 +63,8 @@ struct Driver {
     writes: mpsc::UnboundedSender<(Bucket, String, WriteOp)>,
     stores: watch::Receiver<Option<Stores>>,
     stores_tx: Arc<watch::Sender<Option<Stores>>>,
+    /// Other regions' buckets, opened when first read.
+    foreign: kv::ForeignStores,
     reads_tx: mpsc::Sender<ReadEvent>,
     config_tx: mpsc::Sender<ConfigUpdate>,
     /// The buckets are being opened (from the first connection on).
@@ -155,6 +157,7 @@ pub(crate) async fn run(
         writes,
         stores: stores_rx,
         stores_tx: Arc::new(stores_tx),
+        foreign: kv::ForeignStores::default(),
         reads_tx,
         config_tx,
         setup_started: false,

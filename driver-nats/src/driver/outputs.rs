@@ -55,9 +55,13 @@ impl Driver {
                 Output::KvDelete { bucket, key } => {
                     let _ = self.writes.send((bucket, key, WriteOp::Delete));
                 }
-                Output::Resync { node, key_filter } => {
+                Output::Resync {
+                    node,
+                    region,
+                    key_filter,
+                } => {
                     self.metrics.resyncs.inc();
-                    self.spawn_resync(node, key_filter);
+                    self.spawn_resync(node, region, key_filter);
                 }
                 Output::ReadMembers => self.spawn_read_members(),
                 Output::ReadSnapshot => self.spawn_read_snapshot(),

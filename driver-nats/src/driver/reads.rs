@@ -26,15 +26,18 @@ impl Driver {
     pub(super) fn start_setup(&mut self) {
         let js = jetstream_context(&self.client, &self.config);
         let names = self.node.names().clone();
+        let region = self.config.region.clone();
         let stores_tx = self.stores_tx.clone();
         tokio::spawn(async move {
             let stores = retry_with_backoff("KV bucket creation error", || async {
-                let members = kv::ensure_bucket(&js, names.bucket(Bucket::Members)).await;
-                let health = kv::ensure_bucket(&js, names.bucket(Bucket::Health)).await;
-                match (members, health) {
+                let name = |bucket| names.region_bucket(bucket, &region);
+                let (members, health) = (name(Bucket::Members), name(Bucket::Health));
+                let members_store = kv::ensure_bucket(&js, &members, &region).await;
+                let health_store = kv::ensure_bucket(&js, &health, &region).await;
+                match (members_store, health_store) {
                     (Ok(members), Ok(health)) => Ok(Stores { members, health }),
-                    (Err(e), _) => Err(format!("{}: {e}", names.bucket(Bucket::Members))),
-                    (_, Err(e)) => Err(format!("{}: {e}", names.bucket(Bucket::Health))),
+                    (Err(e), _) => Err(format!("{members}: {e}")),
+                    (_, Err(e)) => Err(format!("{health}: {e}")),
                 }
             })
             .await;
@@ -57,12 +60,25 @@ impl Driver {
 
     /// Reads the start-up snapshot once the buckets are open (waiting a while for them);
     /// reports an incomplete read otherwise, and the core asks again.
+    ///
+    /// The snapshot is this node's region's buckets, streamed, then every other region of
+    /// `nats.jetStream.regions`, all at once, each read whole before any of it is handed in:
+    /// a region that cannot be opened within [`kv::FOREIGN_OPEN_TIMEOUT`] or read to the end
+    /// gives nothing, so no member of it is taken as read up to its record (its members are
+    /// re-synced from their region when first heard). Only this node's region decides
+    /// whether the snapshot is complete.
     pub(super) fn spawn_read_snapshot(&self) {
         let mut stores = self.stores.clone();
+        let others = self.other_regions();
         let (client, reads, metrics) = (
             self.client.clone(),
             self.reads_tx.clone(),
             self.metrics.clone(),
+        );
+        let (js, names, foreign) = (
+            jetstream_context(&self.client, &self.config),
+            self.node.names().clone(),
+            self.foreign.clone(),
         );
         tokio::spawn(async move {
             let ready = tokio::time::timeout(STORES_WAIT, async {
@@ -101,21 +117,57 @@ impl Driver {
                 }
                 None => false,
             };
+            if complete {
+                let whole = others.iter().map(|region| {
+                    read_region_whole(&client, &js, &names, &foreign, region, &metrics)
+                });
+                for entries in futures::future::join_all(whole).await.into_iter().flatten() {
+                    for (bucket, entries) in entries {
+                        for chunk in chunks(entries) {
+                            let event = ReadEvent::Entries {
+                                bucket,
+                                entries: chunk,
+                            };
+                            if reads.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
             let read = KvRead::Snapshot;
             let _ = reads.send(ReadEvent::Done { read, complete }).await;
         });
     }
 
-    /// Re-reads `node`'s reports (`key_filter`); reports an incomplete read when the buckets
-    /// are not open yet, and the core asks again later if still needed.
-    pub(super) fn spawn_resync(&self, node: String, key_filter: String) {
-        let stores = self.stores.borrow().clone();
+    /// Re-reads `node`'s reports (`key_filter`) from its region's health bucket; reports an
+    /// incomplete read when the bucket cannot be opened, and the core asks again later if
+    /// still needed.
+    pub(super) fn spawn_resync(&self, node: String, region: String, key_filter: String) {
+        let own = self.stores.borrow().clone();
         let (client, reads, metrics) = (
             self.client.clone(),
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
+        let foreign = (region != self.config.region).then(|| {
+            (
+                jetstream_context(&self.client, &self.config),
+                self.node.names().clone(),
+                self.foreign.clone(),
+            )
+        });
         tokio::spawn(async move {
+            let stores = match foreign {
+                None => own,
+                Some((js, names, foreign)) => match foreign.get(&js, &names, &region).await {
+                    Ok(stores) => Some(stores),
+                    Err(e) => {
+                        tracing::warn!(node = %node, region = %region, error = %e, "re-sync: the member's region cannot be read; will be retried");
+                        None
+                    }
+                },
+            };
             let complete = match stores {
                 Some(stores) => {
                     let health = &stores.health;
@@ -136,24 +188,123 @@ impl Driver {
         });
     }
 
-    /// Anti-entropy: reads the members bucket (nothing when it is not open yet).
+    /// Anti-entropy: reads the members bucket of this node's region, then those of the other
+    /// regions of `nats.jetStream.regions` that can be opened (nothing when this node's are
+    /// not open yet).
     pub(super) fn spawn_read_members(&self) {
         let Some(stores) = self.stores.borrow().clone() else {
             return;
         };
+        let others = self.other_regions();
         let (client, reads, metrics) = (
             self.client.clone(),
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
+        let (js, names, foreign) = (
+            jetstream_context(&self.client, &self.config),
+            self.node.names().clone(),
+            self.foreign.clone(),
+        );
         tokio::spawn(async move {
             let members = &stores.members;
             let complete =
                 read_into(&client, members, Bucket::Members, ">", &reads, &metrics).await;
+            for region in &others {
+                match foreign.get(&js, &names, region).await {
+                    Ok(stores) => {
+                        let members = &stores.members;
+                        read_into(&client, members, Bucket::Members, ">", &reads, &metrics).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(region = %region, error = %e, "anti-entropy: region not read");
+                    }
+                }
+            }
             let read = KvRead::Members;
             let _ = reads.send(ReadEvent::Done { read, complete }).await;
         });
     }
+}
+
+impl Driver {
+    /// The regions of `nats.jetStream.regions` other than this node's.
+    fn other_regions(&self) -> Vec<String> {
+        let own = &self.config.region;
+        let regions = &self.config.nats.jetstream_regions;
+        regions.iter().filter(|r| *r != own).cloned().collect()
+    }
+}
+
+/// `entries` in batches of at most [`kv::READ_BATCH`].
+fn chunks(mut entries: Vec<ReadEntry>) -> Vec<Vec<ReadEntry>> {
+    let mut out = Vec::new();
+    while entries.len() > kv::READ_BATCH {
+        let rest = entries.split_off(kv::READ_BATCH);
+        out.push(std::mem::replace(&mut entries, rest));
+    }
+    if !entries.is_empty() {
+        out.push(entries);
+    }
+    out
+}
+
+/// Reads region `region`'s members bucket, then its health bucket, each whole: both, or
+/// `None` (logged and counted) when either cannot be opened or read to the end.
+async fn read_region_whole(
+    client: &Client,
+    js: &async_nats::jetstream::Context,
+    names: &gslb_state_core::Names,
+    foreign: &kv::ForeignStores,
+    region: &str,
+    metrics: &Metrics,
+) -> Option<Vec<(Bucket, Vec<ReadEntry>)>> {
+    let stores = match foreign.get(js, names, region).await {
+        Ok(stores) => stores,
+        Err(e) => {
+            tracing::warn!(region, error = %e, "snapshot: region not read (its members are re-synced when first heard)");
+            return None;
+        }
+    };
+    let mut out = Vec::with_capacity(2);
+    for (bucket, store) in [
+        (Bucket::Members, &stores.members),
+        (Bucket::Health, &stores.health),
+    ] {
+        let (tx, mut rx) = mpsc::channel::<Vec<ReadEntry>>(2);
+        let collect = async {
+            let mut all = Vec::new();
+            while let Some(mut entries) = rx.recv().await {
+                all.append(&mut entries);
+            }
+            all
+        };
+        let read = async {
+            let result = kv::read_prefix(client, store, ">", &tx).await;
+            drop(tx);
+            result
+        };
+        let (result, entries) = tokio::join!(read, collect);
+        match result {
+            Ok(_) => {
+                let ok = crate::metrics::BucketResult {
+                    bucket: store.name.clone(),
+                    result: "ok",
+                };
+                metrics
+                    .kv_get
+                    .get_or_create(&ok)
+                    .inc_by(entries.len() as u64);
+                out.push((bucket, entries));
+            }
+            Err(e) => {
+                Metrics::count_kv(&metrics.kv_get, &store.name, false);
+                tracing::warn!(region, bucket = %store.name, error = %e, "snapshot: region not read (its members are re-synced when first heard)");
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Reads every entry of `store` matching `key_filter` into the driver loop; true when the read

@@ -328,7 +328,9 @@ impl World<'_> {
                 }
                 false
             }
-            Output::Resync { node, key_filter } => {
+            Output::Resync {
+                node, key_filter, ..
+            } => {
                 let read = KvReadRequest::Resync {
                     node,
                     filter: key_filter,

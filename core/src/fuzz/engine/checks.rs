@@ -152,7 +152,9 @@ impl Harness {
                     .unwrap_or_else(|e| panic!("deleted a bad key {key:?}: {e}"));
                 assert_eq!(node, OWN_ID, "deleted another node's report");
             }
-            Output::Resync { node, key_filter } => {
+            Output::Resync {
+                node, key_filter, ..
+            } => {
                 self.seen.resyncs += 1;
                 assert_ne!(node, OWN_ID, "re-sync of ourselves");
                 assert_eq!(key_filter, self.names.report_key_filter(&node));
