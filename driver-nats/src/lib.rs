@@ -57,25 +57,8 @@ pub use error::{ConnectError, ConnectSetupError, StartError, StoreError};
 pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, Stopped};
 pub use metrics::Metrics;
 
-/// Every region whose buckets `config`'s node uses: its own (`node.region`; the empty region
-/// of a deployment without regions), then the others of `nats.jetStream.regions`.
-pub fn regions_of(config: &gslb_state_core::Config) -> Vec<String> {
-    let listed = &config.nats.jetstream_regions;
-    let mut regions = Vec::new();
-    // An administrator's file may list the regions and have none of its own.
-    if !config.region.is_empty() || listed.is_empty() {
-        regions.push(config.region.clone());
-    }
-    for r in listed {
-        if !regions.contains(r) {
-            regions.push(r.clone());
-        }
-    }
-    regions
-}
-
 /// Creates what the nodes of `config`'s cluster use, when absent: the members and health
-/// buckets of every region of [`regions_of`] (each placed in the NATS cluster named like its
+/// buckets of every region of [`Config::storage_regions`](gslb_state_core::Config::storage_regions) (each placed in the NATS cluster named like its
 /// region, where there is one) and, with config sync on, the config bucket and its event
 /// stream. For
 /// `gslb-state bootstrap`, run once with administrator credentials where nodes are not allowed
@@ -87,7 +70,7 @@ pub async fn bootstrap(
     let js = connect::jetstream_context(client, config);
     let names = gslb_state_core::Names::new(&config.cluster_id);
     let mut made = Vec::new();
-    for region in regions_of(config) {
+    for region in config.storage_regions() {
         for bucket in [
             gslb_state_core::Bucket::Members,
             gslb_state_core::Bucket::Health,

@@ -69,12 +69,12 @@ pub fn node_permissions(config: &Config, node_id: &str) -> Permissions {
         subject(gslb_state_core::names::SubjectKind::Heartbeat),
         subject(gslb_state_core::names::SubjectKind::Health),
     ];
-    let members = names.region_bucket(Bucket::Members, &config.region);
-    let health = names.region_bucket(Bucket::Health, &config.region);
+    let members = names.region_bucket(Bucket::Members, config.storage_region());
+    let health = names.region_bucket(Bucket::Health, config.storage_region());
     publish.push(format!("$KV.{members}.{node}"));
     publish.push(format!("$KV.{health}.{node}.>"));
     // Reading: its own region's buckets and those of every region it lists.
-    for region in crate::regions_of(config) {
+    for region in config.storage_regions() {
         for bucket in [Bucket::Members, Bucket::Health] {
             let bucket = names.region_bucket(bucket, &region);
             publish.push(format!("{api}.STREAM.INFO.KV_{bucket}"));

@@ -1,6 +1,7 @@
-//! Region-local durable state on a real server: each region's nodes write their records to
-//! their region's buckets; a node reads the regions it lists at start-up, and re-syncs a
-//! member of any other region from that region's bucket when it first hears it. (On one
+//! Region-local durable state on a real server (`nats.jetStream.regions` set): each region's
+//! nodes write their records to their region's buckets; a node reads the regions it lists at
+//! start-up, and re-syncs a member of any other region from that region's bucket when it first
+//! hears it. (Without the list every node shares one pair of buckets: the other tests.) (On one
 //! server no NATS cluster is named like a region, so the buckets are placed by the server; the
 //! super-cluster tests place them in their regions.)
 
@@ -93,7 +94,7 @@ async fn each_region_writes_its_own_buckets_and_a_starting_node_reads_the_listed
     );
 
     // A node of eu that lists no other region reads only its own at start-up…
-    let (alone, endpoints) = start_counting_snapshot(regional(&url, "eu", &[]), "eu-3").await;
+    let (alone, endpoints) = start_counting_snapshot(regional(&url, "eu", &["eu"]), "eu-3").await;
     assert_eq!(
         endpoints, 1,
         "eu-3's snapshot holds its region's eu-only alone"

@@ -163,9 +163,9 @@ pub struct NatsSettings {
     /// `nats.jetStream.domain`, when set.
     pub jetstream_domain: Option<String>,
     /// `nats.jetStream.regions`: the regions of the fleet, each with its own buckets placed
-    /// in its own NATS cluster. A node with a `node.region` writes to its region's buckets and
-    /// reads these regions' (and its own) at start-up; empty by default (only its own, and
-    /// other regions' members' reports when they are first heard).
+    /// in the NATS cluster named like it (region-local storage, see
+    /// [`Config::storage_region`]). A node writes to its region's buckets and reads every
+    /// listed region's at start-up. Empty by default: every node shares one pair of buckets.
     pub jetstream_regions: Vec<String>,
     /// `nats.auth`.
     pub auth: NatsAuth,
@@ -409,6 +409,38 @@ impl Config {
 
     /// A minimal valid configuration for cluster `cluster_id` with every default.
     pub fn with_defaults(cluster_id: &str) -> Config {
+        Config::defaults_of(cluster_id)
+    }
+
+    /// The region whose buckets this node writes: `node.region` when
+    /// `nats.jetStream.regions` is set (region-local storage), else the empty region (the
+    /// buckets every node shares, as in the guide; `node.region` then only groups votes).
+    pub fn storage_region(&self) -> &str {
+        if self.nats.jetstream_regions.is_empty() {
+            ""
+        } else {
+            &self.region
+        }
+    }
+
+    /// Every region whose buckets this node reads at start-up: its own
+    /// ([`Config::storage_region`]), then the others of `nats.jetStream.regions`. An
+    /// administrator's file may list the regions without one of its own: then the list alone.
+    pub fn storage_regions(&self) -> Vec<String> {
+        let listed = &self.nats.jetstream_regions;
+        let mut regions = Vec::new();
+        if !self.storage_region().is_empty() || listed.is_empty() {
+            regions.push(self.storage_region().to_owned());
+        }
+        for r in listed {
+            if !regions.contains(r) {
+                regions.push(r.clone());
+            }
+        }
+        regions
+    }
+
+    fn defaults_of(cluster_id: &str) -> Config {
         Config {
             cluster_id: cluster_id.to_owned(),
             node_id: None,
@@ -557,9 +589,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.nats.jetstream_regions, ["eu", "us", "ap"]);
-        assert_eq!(c.region, "eu");
-        let c = Config::from_yaml("cluster: {id: c}\n").unwrap();
+        assert_eq!((c.region.as_str(), c.storage_region()), ("eu", "eu"));
+        assert_eq!(c.storage_regions(), ["eu", "us", "ap"]);
+        // Without the list, every node shares the region-less buckets, whatever its region.
+        let c = Config::from_yaml("cluster: {id: c}\nnode: {region: eu}\n").unwrap();
         assert!(c.nats.jetstream_regions.is_empty());
+        assert_eq!((c.region.as_str(), c.storage_region()), ("eu", ""));
+        assert_eq!(c.storage_regions(), [""]);
+        // An administrator's file: the list alone.
+        let c = Config::from_yaml("cluster: {id: c}\nnats: {jetStream: {regions: [us, eu]}}\n")
+            .unwrap();
+        assert_eq!(c.storage_regions(), ["us", "eu"]);
+        // A node's region must be one of the listed.
+        let p = problem(
+            "cluster:\n  id: c\nnode:\n  region: ap\nnats:\n  jetStream:\n    regions: [eu, us]\n",
+        );
+        assert_eq!(p.key, "node.region", "{p}");
+        assert!(p.message.contains("nats.jetStream.regions"), "{p}");
         let p = problem("cluster:\n  id: c\nnats:\n  jetStream:\n    regions: [eu, us, eu]\n");
         assert_eq!(
             (p.key.as_str(), p.line),

@@ -134,9 +134,17 @@ impl Validator {
                 }
             },
         };
-        let (node_id, region) = self.node(raw.node);
+        let (node_id, region, region_line) = self.node(raw.node);
         let state = self.state(raw.state);
         let nats = self.nats(raw.nats);
+        let listed = &nats.jetstream_regions;
+        if !region.is_empty() && !listed.is_empty() && !listed.contains(&region) {
+            self.problem(
+                "node.region",
+                region_line,
+                format!("{region:?} is not one of nats.jetStream.regions {listed:?}"),
+            );
+        }
         let config_sync = raw.config.map(|c| self.config_sync(c));
         if state.enable_config_sync && config_sync.is_none() {
             self.problem(
@@ -173,10 +181,12 @@ impl Validator {
         })
     }
 
-    fn node(&mut self, raw: Option<RawNode>) -> (Option<String>, String) {
+    /// `node.id`, `node.region` and the line of the latter.
+    fn node(&mut self, raw: Option<RawNode>) -> (Option<String>, String, Option<u64>) {
         let Some(raw) = raw else {
-            return (None, String::new());
+            return (None, String::new(), None);
         };
+        let region_line = raw.region.as_ref().map(|r| r.referenced.line());
         let id = raw.id.and_then(|id| match check_id(&id.value) {
             Ok(()) => Some(id.value),
             Err(e) => {
@@ -196,7 +206,7 @@ impl Validator {
                 String::new()
             }
         };
-        (id, region)
+        (id, region, region_line)
     }
 
     fn state(&mut self, raw: Option<RawState>) -> StateSettings {

@@ -26,7 +26,7 @@ impl Driver {
     pub(super) fn start_setup(&mut self) {
         let js = jetstream_context(&self.client, &self.config);
         let names = self.node.names().clone();
-        let region = self.config.region.clone();
+        let region = self.config.storage_region().to_owned();
         let stores_tx = self.stores_tx.clone();
         tokio::spawn(async move {
             let stores = retry_with_backoff("KV bucket creation error", || async {
@@ -150,7 +150,13 @@ impl Driver {
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
-        let foreign = (region != self.config.region).then(|| {
+        // Without region-local storage every member's reports are in the shared bucket.
+        let region = if self.config.nats.jetstream_regions.is_empty() {
+            String::new()
+        } else {
+            region
+        };
+        let foreign = (region != self.config.storage_region()).then(|| {
             (
                 jetstream_context(&self.client, &self.config),
                 self.node.names().clone(),
@@ -230,9 +236,9 @@ impl Driver {
 impl Driver {
     /// The regions of `nats.jetStream.regions` other than this node's.
     fn other_regions(&self) -> Vec<String> {
-        let own = &self.config.region;
-        let regions = &self.config.nats.jetstream_regions;
-        regions.iter().filter(|r| *r != own).cloned().collect()
+        let mut regions = self.config.storage_regions();
+        regions.retain(|r| r != self.config.storage_region());
+        regions
     }
 }
 
