@@ -120,6 +120,15 @@ fn check_network(net: &NetworkSpec, n: usize) {
         assert!(a <= b && b < n, "link ({a}, {b}) of {n} nodes");
         check_link(&link.params);
     }
+    let r = &net.region_latency;
+    if !r.regions().is_empty() {
+        assert_eq!(r.node_regions().len(), n, "a region for every node");
+        assert!(r.node_regions().iter().all(|&i| i < r.regions().len()));
+        assert!(
+            r.max_extra_ns() <= MAX_DURATION_NS,
+            "region delay beyond any duration"
+        );
+    }
 }
 
 fn check_link(link: &LinkParams) {

@@ -229,7 +229,7 @@ mod tests {
                 duplicate,
                 reorder: 0.0,
             },
-            links: vec![],
+            ..NetworkSpec::default()
         }
     }
 
@@ -276,5 +276,35 @@ mod tests {
         }
         assert!((300..500).contains(&lost), "{lost}");
         assert!((220..420).contains(&dups), "{dups}");
+    }
+
+    #[test]
+    fn region_latency_is_added_to_every_delivery_between_the_regions() {
+        use crate::scenario::RegionLatency;
+        let mut spec = spec(10, 2, 0.0, 0.0);
+        let mut regions = RegionLatency::new(["eu", "us", "eu", "ap"]);
+        regions.set(0, 1, 40 * NS_PER_MS);
+        regions.set(2, 1, 90 * NS_PER_MS);
+        spec.region_latency = regions;
+        let net = Net::new(4, spec);
+        // Every delay of `from` to `to` within `center_ms ± 2 ms`, and spread over most of it.
+        let within = |from: usize, to: usize, center_ms: u64| {
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            for msg in 0..500 {
+                let mut out = [0; MAX_COPIES];
+                net.delays(3, from, 0, msg, to, &mut out);
+                lo = lo.min(out[0]);
+                hi = hi.max(out[0]);
+            }
+            let (center, jitter) = (center_ms * NS_PER_MS, 2 * NS_PER_MS);
+            lo >= center - jitter && hi <= center + jitter && hi - lo > 3 * NS_PER_MS
+        };
+        assert!(within(0, 2, 10), "eu to eu: the link alone");
+        assert!(within(0, 1, 50), "eu to us: 10 ± 2 + 40");
+        assert!(within(1, 2, 50), "both ways");
+        assert!(within(3, 1, 100), "ap to us: 10 ± 2 + 90");
+        assert!(within(0, 3, 10), "eu to ap: nothing set");
+        assert_eq!(net.min_delay_ns(), 8 * NS_PER_MS);
+        assert_eq!(net.spec().max_delay_ns(), 102 * NS_PER_MS);
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Times are nanoseconds of simulated time since the start (`*_ns`).
 
+use std::fmt;
 use std::time::Duration;
 
 use gslb_state_core::{Source, StateSettings};
@@ -46,15 +47,122 @@ impl LinkParams {
         let one = self.latency_ns + self.jitter_ns;
         if self.reorder > 0.0 { 2 * one } else { one }
     }
+
+    /// The same link with `extra_ns` more latency (a region's distance on top of it).
+    pub fn delayed_by(self, extra_ns: u64) -> LinkParams {
+        LinkParams {
+            latency_ns: self.latency_ns.saturating_add(extra_ns),
+            ..self
+        }
+    }
 }
 
-/// The network: default link parameters and per-pair overrides.
+/// The network: default link parameters, per-pair overrides, and the extra delay between
+/// regions on top of both.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NetworkSpec {
     /// Every pair without an override.
     pub default: LinkParams,
     /// Overrides for node pairs; of two for the same pair, the later one counts.
     pub links: Vec<LinkOverride>,
+    /// Extra one-way delay between the nodes of two regions, added to their link's latency.
+    pub region_latency: RegionLatency,
+}
+
+/// Extra one-way delays between regions, the same both ways: every delivery between a node of
+/// region `a` and a node of region `b` takes that much longer than its link's `latency ±
+/// jitter` says (the distance between the regions of a NATS super-cluster). A region may be
+/// paired with itself (a delay between its own nodes). The KV store's reads are not delayed
+/// by it.
+///
+/// Bounded by what sets it: one entry per pair set to a delay other than zero.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionLatency {
+    /// The regions, in the order their first node is listed (nodes without a region are in
+    /// the empty one). Empty when no delay was ever set.
+    regions: Vec<String>,
+    /// Each node's region, an index into `regions`.
+    node_region: Vec<usize>,
+    /// `(a, b, extra_ns)` with `a <= b`, sorted by `(a, b)`, one per pair, `extra_ns > 0`.
+    pairs: Vec<(usize, usize, u64)>,
+}
+
+impl RegionLatency {
+    /// No extra delay yet between the regions of the nodes, given in node order.
+    pub fn new<'a>(node_regions: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut regions: Vec<String> = Vec::new();
+        let node_region = node_regions
+            .into_iter()
+            .map(|r| match regions.iter().position(|x| x == r) {
+                Some(i) => i,
+                None => {
+                    regions.push(r.to_owned());
+                    regions.len() - 1
+                }
+            })
+            .collect();
+        RegionLatency {
+            regions,
+            node_region,
+            pairs: Vec::new(),
+        }
+    }
+
+    /// The regions (empty until [`RegionLatency::new`]).
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
+    /// The index of region `name`, if a node is in it.
+    pub fn region(&self, name: &str) -> Option<usize> {
+        self.regions.iter().position(|r| r == name)
+    }
+
+    /// Sets the extra delay between regions `a` and `b` (indices into
+    /// [`RegionLatency::regions`]), both ways; 0 removes it.
+    pub fn set(&mut self, a: usize, b: usize, extra_ns: u64) {
+        assert!(
+            a < self.regions.len() && b < self.regions.len(),
+            "region index out of range"
+        );
+        let key = (a.min(b), a.max(b));
+        match self.pairs.binary_search_by_key(&key, |&(a, b, _)| (a, b)) {
+            Ok(i) if extra_ns == 0 => {
+                self.pairs.remove(i);
+            }
+            Ok(i) => self.pairs[i].2 = extra_ns,
+            Err(_) if extra_ns == 0 => {}
+            Err(i) => self.pairs.insert(i, (key.0, key.1, extra_ns)),
+        }
+    }
+
+    /// The extra delay between node `x` and node `y` (indices into [`Scenario::nodes`]).
+    pub fn extra_ns(&self, x: usize, y: usize) -> u64 {
+        let (Some(&a), Some(&b)) = (self.node_region.get(x), self.node_region.get(y)) else {
+            return 0;
+        };
+        let key = (a.min(b), a.max(b));
+        self.pairs
+            .binary_search_by_key(&key, |&(a, b, _)| (a, b))
+            .map_or(0, |i| self.pairs[i].2)
+    }
+
+    /// The largest extra delay between any two regions.
+    pub fn max_extra_ns(&self) -> u64 {
+        self.pairs.iter().map(|p| p.2).max().unwrap_or(0)
+    }
+
+    /// Every delay set: `(region a, region b, extra_ns)`, in the order of the regions.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.pairs
+            .iter()
+            .map(|&(a, b, d)| (self.regions[a].as_str(), self.regions[b].as_str(), d))
+    }
+
+    /// Each node's region index (for checks).
+    pub fn node_regions(&self) -> &[usize] {
+        &self.node_region
+    }
 }
 
 /// The parameters of the path between two nodes, in both directions, instead of the
@@ -81,7 +189,8 @@ impl LinkOverride {
 }
 
 impl NetworkSpec {
-    /// The parameters of the path between `a` and `b`.
+    /// The parameters of the path between `a` and `b`: its override or the default, with
+    /// the extra delay between their regions added to its latency.
     pub fn link(&self, a: usize, b: usize) -> LinkParams {
         let (a, b) = (a.min(b), a.max(b));
         self.links
@@ -89,14 +198,40 @@ impl NetworkSpec {
             .rev()
             .find(|l| (l.a, l.b) == (a, b))
             .map_or(self.default, |l| l.params)
+            .delayed_by(self.region_latency.extra_ns(a, b))
     }
 
-    /// The longest delay of any link.
+    /// The longest delay of any link (at most; with region latency, the default link is
+    /// taken with the largest extra delay between any two regions).
     pub fn max_delay_ns(&self) -> u64 {
+        let regions = &self.region_latency;
         self.links
             .iter()
-            .map(|l| l.params.max_delay_ns())
-            .fold(self.default.max_delay_ns(), u64::max)
+            .map(|l| {
+                l.params
+                    .delayed_by(regions.extra_ns(l.a, l.b))
+                    .max_delay_ns()
+            })
+            .fold(
+                self.default
+                    .delayed_by(regions.max_extra_ns())
+                    .max_delay_ns(),
+                u64::max,
+            )
+    }
+}
+
+/// The delays set, in words: `eu-us +40 ms, eu-ap +120 ms`, or `none`.
+impl fmt::Display for RegionLatency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pairs.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, (a, b, d)) in self.pairs().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{a}-{b} +{} ms", d as f64 / 1e6)?;
+        }
+        Ok(())
     }
 }
 
@@ -133,7 +268,8 @@ pub enum EventKind {
     },
     /// Messages cross between groups no more (each group still reaches the broker). Nodes in
     /// no group form one more group together. The KV store stays reachable only from the
-    /// group holding the most nodes (on a tie, the first listed).
+    /// group holding the most nodes (on a tie, the first listed). A scenario file may name
+    /// regions instead of nodes; they are turned into these groups of nodes when it is read.
     Partition {
         /// Disjoint groups of node indices.
         groups: Vec<Vec<usize>>,

@@ -11,7 +11,8 @@ use gslb_state_core::{Config, Policy};
 
 use crate::rng::Rng;
 use crate::scenario::{
-    Event, EventKind, LinkOverride, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario,
+    Event, EventKind, LinkOverride, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, RegionLatency,
+    Scenario,
 };
 
 const SEC: u64 = 1_000 * NS_PER_MS;
@@ -57,7 +58,7 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
     };
     let mut network = NetworkSpec {
         default: base,
-        links: Vec::new(),
+        ..NetworkSpec::default()
     };
     if nodes >= 2 && rng.chance(0.5) {
         // One slow, lossy long-haul link.
@@ -115,6 +116,26 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
         .collect();
     let endpoint_names: Vec<String> = (0..endpoints).map(|e| format!("ep{e}")).collect();
 
+    // Regions as a NATS super-cluster has them, from a stream of their own: for half the
+    // seeds with regions, an extra delay between each two of them; for a third, partitions
+    // along region lines (see `region_split`).
+    let mut region_rng = Rng::new(seed ^ 0x0000_2E61_0A5E);
+    let regions = RegionLatency::new(node_specs.iter().map(|n| n.region.as_str()));
+    let region_partitions = regions.regions().len() >= 2 && region_rng.chance(1.0 / 3.0);
+    if regions.regions().len() >= 2 && region_rng.chance(0.5) {
+        let mut matrix = regions.clone();
+        let count = matrix.regions().len();
+        for a in 0..count {
+            for b in a + 1..count {
+                let extra_ms = *region_rng
+                    .pick(&[0, 5, 20, 40, 90, 120])
+                    .expect("non-empty");
+                matrix.set(a, b, extra_ms * NS_PER_MS);
+            }
+        }
+        network.region_latency = matrix;
+    }
+
     let fault_phase_ns = rng.range(20, 60) * SEC;
     let mut events: Vec<(u64, EventKind)> = Vec::new();
     // Initial observations, then changes during the fault phase.
@@ -156,7 +177,10 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
         let node = rng.below(nodes as u64) as usize;
         match rng.below(6) {
             0 => {
-                let groups = random_split(&mut rng, nodes);
+                let mut groups = random_split(&mut rng, nodes);
+                if region_partitions {
+                    groups = region_split(&mut region_rng, &regions);
+                }
                 events.push((start, EventKind::Partition { groups }));
                 events.push((end, EventKind::Heal));
             }
@@ -264,6 +288,38 @@ fn random_split(rng: &mut Rng, nodes: usize) -> Vec<Vec<usize>> {
         groups[g].push(n);
     }
     groups
+}
+
+/// Splits the regions (at least two) into two or three non-empty groups, each region's nodes
+/// together, as `partition: {regions: [...]}` does; some regions may be left out, their nodes
+/// forming one more group.
+fn region_split(rng: &mut Rng, regions: &RegionLatency) -> Vec<Vec<usize>> {
+    let count = regions.regions().len();
+    let k = if count >= 3 && rng.chance(0.3) { 3 } else { 2 };
+    let mut order: Vec<usize> = (0..count).collect();
+    for i in (1..count).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut groups = vec![Vec::new(); k];
+    for (i, &r) in order.iter().enumerate() {
+        // The first k regions seed the groups; the others join one, or (1 in 5) none.
+        let g = if i < k {
+            i
+        } else if rng.chance(0.2) {
+            continue;
+        } else {
+            rng.below(k as u64) as usize
+        };
+        groups[g].push(r);
+    }
+    groups
+        .iter()
+        .map(|rs| {
+            (0..regions.node_regions().len())
+                .filter(|&n| rs.contains(&regions.node_regions()[n]))
+                .collect()
+        })
+        .collect()
 }
 
 /// `scenario` with every node's clock at a random constant offset strictly within
@@ -424,5 +480,43 @@ mod tests {
             }
         }
         assert!(stepped > 50, "{stepped}");
+    }
+
+    #[test]
+    fn seeds_with_regions_draw_region_cuts_and_latencies() {
+        let (mut region_cuts, mut matrices) = (0, 0);
+        for seed in 0..300 {
+            let s = generate(seed, 5, 2).scenario;
+            let region_of = |n: usize| s.nodes[n].region.as_str();
+            let regions: std::collections::BTreeSet<&str> = (0..5).map(region_of).collect();
+            let latency = &s.network.region_latency;
+            if latency.max_extra_ns() > 0 {
+                assert!(regions.len() >= 2, "seed {seed}: a matrix without regions");
+                matrices += 1;
+            }
+            for e in &s.events {
+                if let EventKind::Network(n) = &e.kind {
+                    assert_eq!(&n.region_latency, latency, "seed {seed}: kept by events");
+                }
+                let EventKind::Partition { groups } = &e.kind else {
+                    continue;
+                };
+                // A cut along region lines keeps every region on one side (counted where
+                // regions have several nodes).
+                let whole = (0..5).all(|a| {
+                    (0..5).all(|b| {
+                        region_of(a) != region_of(b)
+                            || groups.iter().position(|g| g.contains(&a))
+                                == groups.iter().position(|g| g.contains(&b))
+                    })
+                });
+                if whole && (2..=3).contains(&regions.len()) {
+                    region_cuts += 1;
+                }
+            }
+        }
+        assert!(matrices > 30, "{matrices}");
+        // Random splits keep every region whole by chance about half as often.
+        assert!(region_cuts > 50, "{region_cuts}");
     }
 }

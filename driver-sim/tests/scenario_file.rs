@@ -351,3 +351,194 @@ fn quorum_scope_holds_and_their_expectations() {
     let e = err("nodes: [a]\nexpect:\n  - { at: 1s, node: a, endpoint: web }\n");
     assert!(e.message.contains("healthyRegions"), "{e}");
 }
+
+/// Six nodes in three regions (and one without), for the region tests.
+const REGIONS: &str = "nodes:\n  - { id: eu-1, region: eu }\n  - { id: us-1, region: us }\n  - { id: eu-2, region: eu }\n  - { id: ap-1, region: ap }\n  - { id: us-2, region: us }\n  - n6\n";
+
+#[test]
+fn a_partition_by_region_is_its_regions_nodes() {
+    let s = yaml::parse(&format!(
+        "{REGIONS}events:\n  - {{ at: 1s, partition: {{ regions: [[eu], [us, ap]] }} }}\n\
+         \x20 - {{ at: 2s, partition: {{ regions: [[ap, eu], []] }} }}\n\
+         \x20 - {{ at: 3s, partition: [[eu-1, eu-2], [us-1, us-2, ap-1]] }}\n\
+         \x20 - {{ at: 4s, partition: {{ regions: [[\"\"], [us]] }} }}\n"
+    ))
+    .unwrap()
+    .scenario;
+    let groups: Vec<&EventKind> = s.events.iter().map(|e| &e.kind).collect();
+    // A region's nodes in file order, a group's regions in its order; n6 (no region) and the
+    // regions not listed form one more group, as nodes not listed do.
+    assert_eq!(
+        groups,
+        [
+            &EventKind::Partition {
+                groups: vec![vec![0, 2], vec![1, 4, 3]]
+            },
+            &EventKind::Partition {
+                groups: vec![vec![3, 0, 2]]
+            },
+            &EventKind::Partition {
+                groups: vec![vec![0, 2], vec![1, 4, 3]]
+            },
+            &EventKind::Partition {
+                groups: vec![vec![5], vec![1, 4]]
+            },
+        ]
+    );
+    assert_eq!(s.events[0].kind, s.events[2].kind, "the same as by node");
+}
+
+#[test]
+fn region_latency_adds_to_each_link_and_network_events_change_it() {
+    let s = yaml::parse(&format!(
+        "{REGIONS}network:\n  latency: 5ms\n  links:\n    - {{ between: [eu-1, us-1], latency: 20ms }}\n\
+         \x20 regionLatency:\n    eu: {{ us: 40ms, ap: 120ms }}\n    us: {{ ap: 90ms }}\n    ap: {{ ap: 1ms }}\n\
+         events:\n  - {{ at: 1s, network: {{ regionLatency: {{ us: {{ eu: 0ms }}, ap: {{ us: 200ms }} }} }} }}\n"
+    ))
+    .unwrap()
+    .scenario;
+    let latency_ms = |net: &gslb_state_sim::scenario::NetworkSpec, a: usize, b: usize| {
+        net.link(a, b).latency_ns / NS_PER_MS
+    };
+    let n = &s.network;
+    assert_eq!(latency_ms(n, 0, 2), 5, "eu-1 and eu-2: no extra delay");
+    assert_eq!(latency_ms(n, 0, 4), 45, "eu and us: 5 + 40");
+    assert_eq!(latency_ms(n, 4, 0), 45, "both ways");
+    assert_eq!(latency_ms(n, 0, 1), 60, "on top of a link's own latency");
+    assert_eq!(latency_ms(n, 2, 3), 125);
+    assert_eq!(latency_ms(n, 3, 1), 95);
+    assert_eq!(latency_ms(n, 3, 3), 6, "a region with itself");
+    assert_eq!(latency_ms(n, 5, 3), 5, "the empty region: nothing set");
+    assert_eq!(n.max_delay_ns(), 125 * NS_PER_MS);
+    assert_eq!(
+        n.region_latency.to_string(),
+        "eu-us +40 ms, eu-ap +120 ms, us-ap +90 ms, ap-ap +1 ms"
+    );
+    // An event changes the pairs it names; the others, and the links, stay.
+    let EventKind::Network(later) = &s.events[0].kind else {
+        panic!("a network event: {:?}", s.events[0].kind);
+    };
+    assert_eq!(latency_ms(later, 0, 4), 5, "0ms removes it");
+    assert_eq!(latency_ms(later, 0, 1), 20);
+    assert_eq!(latency_ms(later, 1, 3), 205);
+    assert_eq!(latency_ms(later, 0, 3), 125, "kept");
+    assert_eq!(s.max_delay_ns(), 205 * NS_PER_MS);
+    // Without regionLatency nothing changes.
+    let plain = yaml::parse(&format!("{REGIONS}network: {{ latency: 5ms }}\n")).unwrap();
+    assert_eq!(latency_ms(&plain.scenario.network, 0, 1), 5);
+    assert_eq!(plain.scenario.network.region_latency, Default::default());
+}
+
+#[test]
+fn region_partitions_and_latencies_are_refused_with_the_key_and_the_line() {
+    let event = |e: &str| err(&format!("{REGIONS}events:\n  - {e}\n"));
+    let e = event("{ at: 1s, partition: { regions: [[eu], [sa]] } }");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].partition.regions", Some(9)),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("unknown region \"sa\": no node is in it")
+            && e.message
+                .contains("the regions are eu, us, ap, \"\" (nodes without a region)"),
+        "{e}"
+    );
+    let e = event("{ at: 1s, partition: { regions: [[eu, us], [us]] } }");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].partition.regions", Some(9)),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("region \"us\" is in more than one group"),
+        "{e}"
+    );
+    // Mixing: a node among regions, a region among nodes.
+    let e = event("{ at: 1s, partition: { regions: [[eu], [us-1]] } }");
+    assert_eq!(e.key, "events[0].partition.regions", "{e}");
+    assert!(
+        e.message.contains("\"us-1\" is a node, not a region") && e.message.contains("not both"),
+        "{e}"
+    );
+    let e = event("{ at: 1s, partition: [[eu-1], [us]] }");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].partition", Some(9)),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("unknown node \"us\"")
+            && e.message.contains("\"us\" is a region")
+            && e.message.contains("{regions: [[eu], [us, ap]]}"),
+        "{e}"
+    );
+    let e = event("{ at: 1s, partition: { regions: [[eu]], nodes: [[us-1]] } }");
+    assert!(e.key.starts_with("events[0].partition"), "{e}");
+    assert_eq!(e.line, Some(9), "{e}");
+    let e = event("{ at: 1s, partition: { regions: [[], []] } }");
+    assert_eq!(e.key, "events[0].partition", "{e}");
+    assert!(e.message.contains("at least one group"), "{e}");
+    let e = event("{ at: 1s, partition: eu }");
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].partition", Some(9)),
+        "{e}"
+    );
+    assert!(e.message.contains("{regions: [[eu], [us, ap]]}"), "{e}");
+
+    let e = err(&format!(
+        "{REGIONS}network:\n  regionLatency:\n    eu: {{ us: 40ms, sa: 1ms }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("network.regionLatency.eu.sa", Some(10)),
+        "{e}"
+    );
+    assert!(e.message.contains("unknown region \"sa\""), "{e}");
+    let e = err(&format!(
+        "{REGIONS}network:\n  regionLatency:\n    eu-1: {{ us: 40ms }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("network.regionLatency.eu-1", Some(10)),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("\"eu-1\" is a node, not a region"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{REGIONS}network:\n  regionLatency:\n    eu: {{ us: 40ms }}\n    us: {{ eu: 50ms }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("network.regionLatency.us.eu", Some(11)),
+        "{e}"
+    );
+    assert!(e.message.contains("given twice"), "{e}");
+    // Reported where it is named again, whatever the order of the regions' names.
+    let e = err(&format!(
+        "{REGIONS}network:\n  regionLatency:\n    us: {{ eu: 40ms }}\n    eu: {{ us: 50ms }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("network.regionLatency.eu.us", Some(11)),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{REGIONS}events:\n  - {{ at: 1s, network: {{ regionLatency: {{ eu: {{ us: soon }} }} }} }}\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("events[0].network.regionLatency.eu.us", Some(9)),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{REGIONS}network:\n  regionLatency:\n    eu: [us]\n"
+    ));
+    assert!(e.key.starts_with("network.regionLatency"), "{e}");
+    assert_eq!(e.line, Some(10), "{e}");
+}

@@ -472,3 +472,93 @@ fn a_restart_may_step_the_wall_clock_back() {
         o.trace.to_timeline()
     );
 }
+
+/// Four nodes in three regions, 10 ms links and the extra delay between regions given.
+fn three_regions(network: &str, events: &str) -> Scenario {
+    yaml::parse(&format!(
+        "seed: 5\nduration: 30s\n\
+         state: {{ healthPolicy: global-any-healthy, heartbeatInterval: 1s, heartbeatTTL: 3s }}\n\
+         network: {network}\n\
+         nodes:\n  - {{ id: eu-1, region: eu }}\n  - {{ id: eu-2, region: eu }}\n  - {{ id: us-1, region: us }}\n  - {{ id: ap-1, region: ap }}\n\
+         events:\n{events}"
+    ))
+    .unwrap()
+    .scenario
+}
+
+#[test]
+fn a_partition_by_region_gives_the_same_trace_as_its_node_list() {
+    let trace = |partition: &str| {
+        let s = three_regions(
+            "{ latency: 10ms, jitter: 5ms, loss: 0.05, duplicate: 0.05, regionLatency: { eu: { us: 40ms } } }",
+            &format!(
+                "  - {{ at: 0s, node: eu-1, endpoint: web, healthy: true }}\n\
+                 \x20 - {{ at: 0s, node: us-1, endpoint: web, healthy: false }}\n\
+                 \x20 - {{ at: 5s, partition: {partition} }}\n\
+                 \x20 - {{ at: 8s, node: ap-1, endpoint: web, healthy: true }}\n\
+                 \x20 - {{ at: 9s, node: eu-2, endpoint: web, healthy: false }}\n\
+                 \x20 - {{ at: 15s, heal: true }}\n"
+            ),
+        );
+        let t = run(&s, RunOptions::default()).trace;
+        (t.to_json_lines(), t.to_timeline())
+    };
+    let by_region = trace("{ regions: [[eu], [us, ap]] }");
+    assert_eq!(by_region, trace("[[eu-1, eu-2], [us-1, ap-1]]"));
+    // Regions left out form one more group, as nodes left out do.
+    assert_eq!(trace("{ regions: [[eu]] }"), trace("[[eu-1, eu-2]]"));
+    // And the partition is one: another cut gives another trace.
+    assert_ne!(by_region.0, trace("{ regions: [[eu, us], [ap]] }").0);
+}
+
+#[test]
+fn region_latency_delays_cross_region_messages_by_its_amount() {
+    let s = three_regions(
+        "{ latency: 10ms, regionLatency: { eu: { us: 40ms, ap: 120ms }, us: { ap: 90ms } } }",
+        "  - { at: 2s, node: eu-1, endpoint: web, healthy: true }\n\
+         \x20 - { at: 4s, network: { regionLatency: { us: { eu: 200ms } } } }\n\
+         \x20 - { at: 6s, node: eu-1, endpoint: web, healthy: false }\n\
+         \x20 - { at: 8s, node: ap-1, endpoint: api, healthy: true }\n",
+    );
+    let o = run(&s, RunOptions::default());
+    let ms = |t_ns: u64| t_ns / NS_PER_MS;
+    // When each node first decided `endpoint` at or after `from_ms`.
+    let decided = |node: u32, endpoint: &str, from_ms: u64| {
+        o.trace
+            .records
+            .iter()
+            .find_map(|r| match r {
+                Record::Decision {
+                    t_ns,
+                    node: n,
+                    endpoint: e,
+                    ..
+                } if *n == node && e == endpoint && ms(*t_ns) >= from_ms => Some(ms(*t_ns)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("node {node} never decided {endpoint}"))
+    };
+    // eu-1's report: 10 ms to eu-2, 10 + 40 to us-1, 10 + 120 to ap-1.
+    assert_eq!(
+        [0, 1, 2, 3].map(|n| decided(n, "web", 2_000)),
+        [2_000, 2_010, 2_050, 2_130]
+    );
+    // After the network event, eu-us is 200 ms; eu-ap stays.
+    assert_eq!(
+        [0, 1, 2, 3].map(|n| decided(n, "web", 6_000)),
+        [6_000, 6_010, 6_210, 6_130]
+    );
+    // ap-1's report: 10 + 90 to us-1, 10 + 120 to eu-1 and eu-2, both ways the same.
+    assert_eq!(
+        [3, 2, 0, 1].map(|n| decided(n, "api", 8_000)),
+        [8_000, 8_100, 8_130, 8_130]
+    );
+    // The timeline says what changed.
+    assert!(
+        o.trace
+            .to_timeline()
+            .contains("region latency eu-us +200 ms, eu-ap +120 ms, us-ap +90 ms"),
+        "{}",
+        o.trace.to_timeline()
+    );
+}

@@ -408,9 +408,10 @@ fn describe(g: &Generated) -> String {
         .map(|n| format!("{}={:?}", n.id, n.region))
         .collect();
     out.push_str(&format!(
-        "\nmonotonic clocks: {}\nregions: {}\nevents:",
+        "\nmonotonic clocks: {}\nregions: {}\nregion latency: {}\nevents:",
         monos.join(", "),
-        regions.join(", ")
+        regions.join(", "),
+        s.network.region_latency
     ));
     for e in s.events.iter().filter(|e| e.kind.is_fault()) {
         out.push_str(&format!("\n  {:>9} {:?}", fmt_time(e.at_ns), e.kind));

@@ -176,7 +176,7 @@ impl World<'_> {
             }
             EventKind::Network(spec) => {
                 let d = spec.default;
-                let text = format!(
+                let mut text = format!(
                     "network latency {} ms, jitter {} ms, loss {}, duplicate {}, reorder {}",
                     d.latency_ns as f64 / 1e6,
                     d.jitter_ns as f64 / 1e6,
@@ -184,6 +184,9 @@ impl World<'_> {
                     d.duplicate,
                     d.reorder
                 );
+                if !spec.region_latency.regions().is_empty() {
+                    text.push_str(&format!(", region latency {}", spec.region_latency));
+                }
                 self.net.set_spec(spec);
                 self.kv_delay_ns = self.net.spec().default.latency_ns;
                 self.fault(FaultKind::Network, None, text);

@@ -3,8 +3,8 @@
 
 use crate::scenario::{Event, EventKind, NetworkSpec, NodeSpec};
 
-use super::raw::{RawEvent, RawRestart, line_of};
-use super::{Builder, ScenarioError, drift_ppb, err, parse_offset_ms};
+use super::raw::{RawEvent, RawPartition, RawRestart, line_of};
+use super::{Builder, PARTITION_FORMS, ScenarioError, drift_ppb, err, parse_offset_ms};
 
 pub(super) fn event_kind(
     b: &Builder,
@@ -75,31 +75,20 @@ pub(super) fn event_kind(
     }
     if let Some(p) = &e.partition {
         let pkey = format!("{key}.partition");
-        let mut groups = Vec::new();
-        let mut seen = Vec::new();
-        for g in &p.value {
-            let mut group = Vec::new();
-            for id in g {
-                let n = b.node_str(&pkey, id, line_of(p))?;
-                if seen.contains(&n) {
-                    return Err(err(
-                        pkey,
-                        line_of(p),
-                        format!("node {id:?} is in more than one group"),
-                    ));
-                }
-                seen.push(n);
-                group.push(n);
-            }
-            if !group.is_empty() {
-                groups.push(group);
-            }
-        }
+        let groups = match &p.value {
+            RawPartition::Nodes(groups) => node_groups(b, &pkey, line_of(p), groups)?,
+            RawPartition::Regions(r) => region_groups(
+                b,
+                &format!("{pkey}.regions"),
+                line_of(&r.regions),
+                &r.regions.value,
+            )?,
+        };
         if groups.is_empty() {
             return Err(err(
                 pkey,
                 line_of(p),
-                "list at least one group, like [[eu-1], [us-1, ap-1]]",
+                "list at least one group, like [[eu-1], [us-1, ap-1]] or {regions: [[eu], [us, ap]]}",
             ));
         }
         return Ok(EventKind::Partition { groups });
@@ -182,6 +171,87 @@ pub(super) fn event_kind(
         return Ok(EventKind::Network(spec));
     }
     Err(err(key, line, ONE_OF))
+}
+
+/// `partition: [[eu-1], [us-1, ap-1]]`: each node in one group at most; empty groups are
+/// left out.
+fn node_groups(
+    b: &Builder,
+    key: &str,
+    line: Option<u64>,
+    raw: &[Vec<String>],
+) -> Result<Vec<Vec<usize>>, ScenarioError> {
+    let mut groups = Vec::new();
+    let mut seen = Vec::new();
+    for g in raw {
+        let mut group = Vec::new();
+        for id in g {
+            let n = match b.node_str(key, id, line) {
+                Ok(n) => n,
+                // A region where a node belongs: say how to partition by region.
+                Err(e) if b.node_regions.contains(id) => {
+                    return Err(err(
+                        e.key,
+                        e.line,
+                        format!("{}; {id:?} is a region: {PARTITION_FORMS}", e.message),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            if seen.contains(&n) {
+                return Err(err(
+                    key,
+                    line,
+                    format!("node {id:?} is in more than one group"),
+                ));
+            }
+            seen.push(n);
+            group.push(n);
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
+}
+
+/// `partition: {regions: [[eu], [us, ap]]}` into groups of nodes: a region's nodes in the
+/// order they are listed, a group's regions in its order. Each region in one group at most;
+/// empty groups are left out. As with node ids, the nodes of regions in no group form one
+/// more group together.
+fn region_groups(
+    b: &Builder,
+    key: &str,
+    line: Option<u64>,
+    raw: &[Vec<String>],
+) -> Result<Vec<Vec<usize>>, ScenarioError> {
+    let mut groups = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for g in raw {
+        let mut group = Vec::new();
+        for name in g {
+            let region = b.region(key, name, line, &format!(": {PARTITION_FORMS}"))?;
+            if seen.contains(&region) {
+                return Err(err(
+                    key,
+                    line,
+                    format!("region {region:?} is in more than one group"),
+                ));
+            }
+            seen.push(region);
+            group.extend(
+                b.node_regions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| *r == region)
+                    .map(|(n, _)| n),
+            );
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
 }
 
 /// Crash or leave only a running node, restart only one that crashed or left (a node that

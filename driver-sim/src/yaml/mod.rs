@@ -19,10 +19,10 @@ use gslb_state_core::names::check_id;
 use serde_saphyr::Spanned;
 
 use crate::scenario::{
-    Event, LinkOverride, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, Scenario,
+    Event, LinkOverride, LinkParams, NS_PER_MS, NetworkSpec, NodeSpec, RegionLatency, Scenario,
 };
 
-use raw::{RawNetwork, RawNode, RawScenario, RawState, line_of};
+use raw::{RawNetwork, RawNode, RawRegionLatency, RawScenario, RawState, line_of};
 
 /// Largest scenario file accepted, in bytes.
 pub const MAX_SCENARIO_BYTES: usize = 4 * 1024 * 1024;
@@ -138,6 +138,8 @@ struct Knobs<'a> {
 
 struct Builder {
     node_ids: Vec<String>,
+    /// Each node's region, in node order (empty for a node without one).
+    node_regions: Vec<String>,
 }
 
 impl Builder {
@@ -169,6 +171,52 @@ impl Builder {
                 ),
             )
         })
+    }
+
+    /// The regions of the nodes, in the order their first node is listed.
+    fn regions(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.node_regions {
+            if !out.contains(&r.as_str()) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Region `name` checked: some node is in it. A node id in its place is refused as
+    /// such, `node_hint` added.
+    fn region<'a>(
+        &self,
+        key: &str,
+        name: &'a str,
+        line: Option<u64>,
+        node_hint: &str,
+    ) -> Result<&'a str, ScenarioError> {
+        if self.node_regions.iter().any(|r| r == name) {
+            return Ok(name);
+        }
+        let regions: Vec<String> = self
+            .regions()
+            .iter()
+            .map(|r| {
+                if r.is_empty() {
+                    "\"\" (nodes without a region)".to_owned()
+                } else {
+                    (*r).to_owned()
+                }
+            })
+            .collect();
+        let what = if self.node_ids.iter().any(|n| n == name) {
+            format!("{name:?} is a node, not a region{node_hint}")
+        } else {
+            format!("unknown region {name:?}: no node is in it")
+        };
+        Err(err(
+            key,
+            line,
+            format!("{what}; the regions are {}", regions.join(", ")),
+        ))
     }
 
     fn link(&self, key: &str, base: LinkParams, k: Knobs<'_>) -> Result<LinkParams, ScenarioError> {
@@ -224,9 +272,70 @@ impl Builder {
             )?;
             links.push(LinkOverride::between(a, b, params));
         }
-        Ok(NetworkSpec { default, links })
+        let mut region_latency = base.region_latency.clone();
+        if let Some(m) = &raw.region_latency {
+            self.region_latency(&format!("{key}.regionLatency"), m, &mut region_latency)?;
+        }
+        Ok(NetworkSpec {
+            default,
+            links,
+            region_latency,
+        })
+    }
+
+    /// `regionLatency: {eu: {us: 40ms}}` set on top of `into` (pairs not named keep their
+    /// delay; `0ms` removes one).
+    fn region_latency(
+        &self,
+        key: &str,
+        raw: &Spanned<RawRegionLatency>,
+        into: &mut RegionLatency,
+    ) -> Result<(), ScenarioError> {
+        if into.regions().is_empty() {
+            *into = RegionLatency::new(self.node_regions.iter().map(String::as_str));
+        }
+        // Each pair with the key and line it was named at; the map is read in key order,
+        // so a pair named twice is reported at the later line.
+        let mut seen: Vec<((usize, usize), String, Option<u64>)> = Vec::new();
+        for (a, row) in &raw.value {
+            let a = self.region(&format!("{key}.{a}"), a, line_of(row), "")?;
+            for (b, delay) in &row.value {
+                let dkey = format!("{key}.{a}.{b}");
+                let b = self.region(&dkey, b, line_of(delay), "")?;
+                let index = |r| {
+                    into.region(r)
+                        .expect("the matrix was made from the same nodes' regions")
+                };
+                let (ra, rb) = (index(a), index(b));
+                let pair = (ra.min(rb), ra.max(rb));
+                if let Some((_, other_key, other_line)) = seen.iter().find(|s| s.0 == pair) {
+                    let (key, line) = if *other_line > line_of(delay) {
+                        (other_key.clone(), *other_line)
+                    } else {
+                        (dkey, line_of(delay))
+                    };
+                    return Err(err(
+                        key,
+                        line,
+                        format!(
+                            "the latency between {a} and {b} is given twice (one entry counts \
+                             both ways)"
+                        ),
+                    ));
+                }
+                seen.push((pair, dkey.clone(), line_of(delay)));
+                let extra_ns =
+                    parse_duration_ns(&delay.value).map_err(|m| err(&dkey, line_of(delay), m))?;
+                into.set(ra, rb, extra_ns);
+            }
+        }
+        Ok(())
     }
 }
+
+/// How a partition names its groups, for messages.
+const PARTITION_FORMS: &str = "a partition lists node ids, like [[eu-1], [us-1, ap-1]], or \
+    regions, like {regions: [[eu], [us, ap]]}, not both";
 
 fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
     let seed = raw.seed.as_ref().map_or(1, |s| s.value);
@@ -305,6 +414,7 @@ fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
     }
     let b = Builder {
         node_ids: nodes.iter().map(|n| n.id.clone()).collect(),
+        node_regions: nodes.iter().map(|n| n.region.clone()).collect(),
     };
     let network = match &raw.network {
         None => NetworkSpec::default(),

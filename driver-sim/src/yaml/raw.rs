@@ -2,10 +2,11 @@
 //! ([`Spanned`]), before anything is checked. `mod.rs` turns it into a
 //! [`crate::Scenario`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// The line of a value in the file.
@@ -45,7 +46,7 @@ pub(super) struct RawState {
 
 /// `network:`, or the `network:` of an event.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawNetwork {
     pub(super) latency: Option<Spanned<String>>,
     pub(super) jitter: Option<Spanned<String>>,
@@ -53,7 +54,12 @@ pub(super) struct RawNetwork {
     pub(super) duplicate: Option<Spanned<f64>>,
     pub(super) reorder: Option<Spanned<f64>>,
     pub(super) links: Option<Vec<Spanned<RawLink>>>,
+    pub(super) region_latency: Option<Spanned<RawRegionLatency>>,
 }
+
+/// `network.regionLatency`: region → region → extra one-way delay, like
+/// `{eu: {us: 40ms, ap: 120ms}, us: {ap: 90ms}}` (each pair once, in either order).
+pub(super) type RawRegionLatency = BTreeMap<String, Spanned<BTreeMap<String, Spanned<String>>>>;
 
 /// One entry of `network.links`.
 #[derive(Deserialize)]
@@ -125,7 +131,7 @@ pub(super) struct RawEvent {
     pub(super) endpoint: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "explicit_null")]
     pub(super) healthy: Option<Option<bool>>,
-    pub(super) partition: Option<Spanned<Vec<Vec<String>>>>,
+    pub(super) partition: Option<Spanned<RawPartition>>,
     pub(super) heal: Option<Spanned<bool>>,
     pub(super) crash: Option<Spanned<String>>,
     pub(super) leave: Option<Spanned<String>>,
@@ -135,6 +141,44 @@ pub(super) struct RawEvent {
     pub(super) rejoin: Option<Spanned<String>>,
     pub(super) clock: Option<Spanned<RawClock>>,
     pub(super) network: Option<Spanned<RawNetwork>>,
+}
+
+/// A partition: groups of node ids (`[[eu-1], [us-1, ap-1]]`), or groups of regions
+/// (`{regions: [[eu], [us, ap]]}`).
+pub(super) enum RawPartition {
+    Nodes(Vec<Vec<String>>),
+    Regions(RawRegionPartition),
+}
+
+/// A partition written as a map: by region.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegionPartition {
+    pub(super) regions: Spanned<Vec<Vec<String>>>,
+}
+
+impl<'de> Deserialize<'de> for RawPartition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPartition;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "groups of node ids like [[eu-1], [us-1, ap-1]], or of regions like \
+                     {regions: [[eu], [us, ap]]}",
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawPartition, A::Error> {
+                Vec::<Vec<String>>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawPartition::Nodes)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPartition, A::Error> {
+                RawRegionPartition::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawPartition::Regions)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A restart: a plain node id, or a map with the wall clock it restarts with.
