@@ -27,6 +27,11 @@ pub(crate) struct ReportSync {
     resync_kv_seq: u64,
     /// When the re-sync in flight was asked for.
     resync_since: Option<Instant>,
+    /// The highest report sequence read from the KV since the read in flight (a re-sync, or
+    /// the start-up snapshot) began. A read is trusted up to `kv_seq` only if it saw a report
+    /// at least that new: the KV holds the report of sequence `kv_seq` (or a newer one of the
+    /// same endpoint), so a read without it was served by a replica that lagged behind.
+    read_seq: u64,
 }
 
 impl ReportSync {
@@ -55,14 +60,24 @@ impl ReportSync {
     pub(crate) fn resync_started(&mut self, now: Instant) {
         self.resync_since = Some(now);
         self.resync_kv_seq = self.kv_seq;
+        self.read_seq = 0;
     }
 
-    /// The re-sync ended: a complete read holds everything that was durable when it began.
-    pub(crate) fn resync_done(&mut self, complete: bool) {
-        if complete {
+    /// A report of sequence `seq` was read from the KV.
+    pub(crate) fn read_report(&mut self, seq: u64) {
+        self.read_seq = self.read_seq.max(seq);
+    }
+
+    /// The re-sync ended: a complete read holds everything that was durable when it began,
+    /// unless it was stale (it lacked the newest durable report): then it is as if it had
+    /// failed, and asked for again once its retry is due. Returns true for a stale read.
+    pub(crate) fn resync_done(&mut self, complete: bool) -> bool {
+        let stale = complete && self.read_seq < self.resync_kv_seq;
+        if complete && !stale {
             self.synced_seq = self.synced_seq.max(self.resync_kv_seq);
             self.resync_since = None;
         }
+        stale
     }
 
     /// A batch claiming `first_seq..=last_seq` (`first_seq` 0: no claim) was applied.
@@ -83,10 +98,16 @@ impl ReportSync {
     }
 
     /// The start-up snapshot was read in full: it held every report its records said was
-    /// durable; no re-sync is waited for.
-    pub(crate) fn snapshot_complete(&mut self) {
-        self.synced_seq = self.synced_seq.max(self.snapshot_kv_seq);
+    /// durable (unless it was stale, see [`ReportSync::resync_done`]: then the member is
+    /// re-synced when it next announces); no re-sync is waited for. Returns true for a stale
+    /// read.
+    pub(crate) fn snapshot_complete(&mut self) -> bool {
+        let stale = self.read_seq < self.snapshot_kv_seq;
+        if !stale {
+            self.synced_seq = self.synced_seq.max(self.snapshot_kv_seq);
+        }
         self.resync_since = None;
+        stale
     }
 
     /// Forgets the re-sync in flight (the member left).
@@ -125,6 +146,7 @@ mod tests {
         assert!(!s.announce(4, 4, t(1_000), RETRY), "in flight");
         assert!(s.announce(4, 4, t(3_000), RETRY), "retry due");
         s.resync_started(t(3_000));
+        s.read_report(4);
         s.resync_done(true);
         assert!(!s.announce(4, 4, t(3_001), RETRY), "synced to 4");
     }
@@ -136,6 +158,7 @@ mod tests {
         assert!(s.announce(5, 3, t(0), RETRY));
         s.resync_started(t(0));
         assert!(!s.announce(5, 5, t(10), RETRY));
+        s.read_report(3);
         s.resync_done(true);
         // Synced to 3 only: 4 and 5 may have been written after the read began.
         assert!(s.announce(5, 5, t(20), RETRY));
@@ -161,9 +184,39 @@ mod tests {
         let mut s = ReportSync::default();
         s.snapshot_record(7);
         s.snapshot_record(5);
+        s.read_report(7);
         s.snapshot_complete();
         assert!(!s.announce(7, 7, t(0), RETRY));
         assert!(s.announce(8, 8, t(0), RETRY));
+    }
+
+    #[test]
+    fn a_read_without_the_newest_durable_report_is_stale_and_not_trusted() {
+        let mut s = ReportSync::default();
+        assert!(s.announce(5, 5, t(0), RETRY));
+        s.resync_started(t(0));
+        // A lagging replica served reports up to 3 only.
+        s.read_report(2);
+        s.read_report(3);
+        assert!(s.resync_done(true), "stale");
+        assert!(!s.announce(5, 5, t(1_000), RETRY), "retried once due");
+        assert!(s.announce(5, 5, t(3_000), RETRY), "retry due");
+        s.resync_started(t(3_000));
+        s.read_report(5);
+        assert!(!s.resync_done(true));
+        assert!(!s.announce(5, 5, t(3_001), RETRY), "synced to 5");
+
+        // The snapshot likewise: its records said 4 is durable, it saw 2.
+        let mut s = ReportSync::default();
+        s.snapshot_record(4);
+        s.read_report(2);
+        assert!(s.snapshot_complete());
+        assert!(s.announce(4, 4, t(0), RETRY), "re-synced when it announces");
+        let mut s = ReportSync::default();
+        s.snapshot_record(4);
+        s.read_report(4);
+        assert!(!s.snapshot_complete());
+        assert!(!s.announce(4, 4, t(0), RETRY));
     }
 
     #[test]

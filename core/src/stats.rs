@@ -155,6 +155,10 @@ pub struct Stats {
     pub decisions_changed: u64,
     /// Re-syncs of one member's reports requested.
     pub resyncs_requested: u64,
+    /// Reads of a member's reports (a re-sync or the start-up snapshot) that completed but
+    /// lacked the newest report the member said was durable (served by a lagging replica):
+    /// not trusted, read again.
+    pub stale_reads: u64,
     /// Health reports (items of batches and KV entries) applied.
     pub reports_applied: u64,
     /// Config versions applied (committed: applied in full within `config.applyTimeout`).

@@ -210,6 +210,15 @@ pub(crate) async fn options(
 ///
 /// KV writes wait for their ack as long as requests do (async-nats's own default is 5 s): a
 /// write lost with a hung server fails, is retried and its report republished that much sooner.
+/// The JetStream API prefix `config`'s client uses: `$JS.<domain>.API` with a domain, else
+/// `$JS.API`.
+pub(crate) fn api_prefix(config: &Config) -> String {
+    match &config.nats.jetstream_domain {
+        Some(domain) => format!("$JS.{domain}.API"),
+        None => "$JS.API".to_owned(),
+    }
+}
+
 pub(crate) fn jetstream_context(client: &Client, config: &Config) -> jetstream::Context {
     let mut js = match &config.nats.jetstream_domain {
         Some(domain) => jetstream::with_domain(client.clone(), domain),

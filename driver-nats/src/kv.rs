@@ -7,12 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::push;
-use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use gslb_state_core::Bucket;
 use gslb_state_core::names::RECORD_MAX_AGE;
 use indexmap::IndexMap;
@@ -145,81 +143,127 @@ pub(crate) struct ReadEntry {
     pub(crate) value: Bytes,
 }
 
+/// What a KV read needs: the connection and the JetStream API prefix it uses
+/// (`$JS.<domain>.API` or `$JS.API`).
+#[derive(Clone, Debug)]
+pub(crate) struct KvReader {
+    pub(crate) client: async_nats::Client,
+    pub(crate) api: String,
+}
+
+/// Most messages the server returns for one batched direct get (nats-server's limit).
+const DIRECT_GET_BATCH: usize = 1000;
+
 /// Reads the newest value of every key of `store` matching `key_filter` (`>` for all), sending
-/// them to `out` in batches of at most [`READ_BATCH`] (a batch goes out as soon as no further
-/// entry is ready). Deleted and purged keys are skipped. Returns how many entries were read.
+/// them to `out` in batches of at most [`READ_BATCH`]. Deleted and purged keys are skipped.
+/// Returns how many entries were read.
+///
+/// The read is batched direct gets (`<api>.DIRECT.GET.<stream>`, `next_by_subj` from a start
+/// sequence, at most [`DIRECT_GET_BATCH`] a page, nats-server 2.11+; ADR-31): no consumer is
+/// made, so it needs no JetStream meta leader and works inside a region cut off from the
+/// others (measured: a consumer cannot be created there). Our buckets keep one value per key
+/// (history 1), so the stream holds exactly the newest value of every key, and a key written
+/// again during the read moves to a later sequence the scan still reaches: the read holds
+/// every value that was durable when it began. Any replica may answer a page; one that lags
+/// gives an older value, which the core notices (a read must hold the newest report its member
+/// said was durable) and reads again.
 pub(crate) async fn read_prefix(
-    client: &async_nats::Client,
+    reader: &KvReader,
     store: &kv::Store,
     key_filter: &str,
     out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, String> {
+    let (client, api) = (&reader.client, &reader.api);
     let subject_prefix = format!("$KV.{}.", store.name);
-    let deliver_subject = client.new_inbox();
-    let consumer = store
-        .stream
-        .create_consumer(push::OrderedConfig {
-            name: Some(consumer_name(&deliver_subject)),
-            deliver_subject,
-            filter_subject: format!("{subject_prefix}{key_filter}"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            replay_policy: ReplayPolicy::Instant,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("creating a consumer on {}: {e}", store.stream_name))?;
-    let pending = consumer.cached_info().num_pending;
-    if pending == 0 {
-        return Ok(0);
-    }
-    let mut messages = consumer
-        .messages()
+    let filter = format!("{subject_prefix}{key_filter}");
+    let request_subject = format!("{api}.DIRECT.GET.{}", store.stream_name);
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
         .await
         .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
     let mut read = 0u64;
-    let mut batch = Vec::with_capacity(READ_BATCH.min(usize::try_from(pending).unwrap_or(0)));
+    let mut from_seq = 1u64;
     loop {
-        let next = match messages.next().now_or_never() {
-            Some(next) => next,
-            None => {
-                if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
+        let request = format!(
+            "{{\"seq\":{from_seq},\"batch\":{DIRECT_GET_BATCH},\"next_by_subj\":\"{filter}\"}}"
+        );
+        client
+            .publish_with_reply(request_subject.clone(), inbox.clone(), request.into())
+            .await
+            .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        let mut last_seq = None;
+        let pending = loop {
+            let message = tokio::time::timeout(READ_IDLE_TIMEOUT, replies.next())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "reading {}: no answer for {READ_IDLE_TIMEOUT:?}",
+                        store.stream_name
+                    )
+                })?
+                .ok_or_else(|| format!("reading {}: subscription ended", store.stream_name))?;
+            let header = |name: &str| {
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            match message.status.map(|s| s.as_u16()) {
+                // The end of this page: how many more match after it.
+                Some(204) => {
+                    let pending: u64 = header("Nats-Num-Pending")
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| {
+                            format!("reading {}: a page end without Nats-Num-Pending (nats-server 2.11+ is needed)", store.stream_name)
+                        })?;
+                    if let Some(seq) = header("Nats-Last-Sequence").and_then(|v| v.parse().ok()) {
+                        last_seq = last_seq.max(Some(seq));
+                    }
+                    break pending;
+                }
+                // Nothing (more) matches.
+                Some(404) => break 0,
+                Some(code) => {
+                    return Err(format!(
+                        "reading {}: {code} {}",
+                        store.stream_name,
+                        message.description.as_deref().unwrap_or("")
+                    ));
+                }
+                None => {}
+            }
+            let seq: u64 = header("Nats-Sequence")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "reading {}: a reply without Nats-Sequence",
+                        store.stream_name
+                    )
+                })?;
+            last_seq = last_seq.max(Some(seq));
+            let deleted = header("KV-Operation").is_some_and(|op| op != "PUT");
+            let subject = header("Nats-Subject").unwrap_or_default();
+            if !deleted && let Some(key) = subject.strip_prefix(subject_prefix.as_str()) {
+                batch.push(ReadEntry {
+                    key: key.to_owned(),
+                    value: message.payload.clone(),
+                });
+                read += 1;
+                if batch.len() >= READ_BATCH && out.send(std::mem::take(&mut batch)).await.is_err()
+                {
                     return Ok(read);
                 }
-                tokio::time::timeout(READ_IDLE_TIMEOUT, messages.next())
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "reading {}: no entry for {READ_IDLE_TIMEOUT:?}",
-                            store.stream_name
-                        )
-                    })?
             }
         };
-        let message = match next {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(format!("reading {}: {e}", store.stream_name)),
-            None => return Err(format!("reading {}: consumer ended", store.stream_name)),
-        };
-        let remaining = pending_of(&message);
-        let deleted = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("KV-Operation"))
-            .is_some_and(|op| op.as_str() != "PUT");
-        if !deleted && let Some(key) = message.subject.strip_prefix(subject_prefix.as_str()) {
-            batch.push(ReadEntry {
-                key: key.to_owned(),
-                value: message.payload.clone(),
-            });
-            read += 1;
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            return Ok(read);
         }
-        if remaining == 0 || batch.len() >= READ_BATCH {
-            if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
-                return Ok(read);
-            }
-            if remaining == 0 {
-                return Ok(read);
-            }
+        match last_seq {
+            Some(seq) if pending > 0 => from_seq = seq + 1,
+            _ => return Ok(read),
         }
     }
 }
@@ -245,52 +289,8 @@ pub(crate) fn consumer_name(inbox: &str) -> String {
     name
 }
 
-/// How many messages the consumer has left after `message`: a token of its reply subject,
-/// `$JS.ACK.[<domain>.<account hash>.]<stream>.<consumer>.<delivered>.<stream seq>.<consumer
-/// seq>.<timestamp>.<pending>[.<token>]` (ADR-15), read without parsing the others as
-/// [`jetstream::Message::info`] does (timestamps included, a cost that shows in a snapshot of
-/// millions of entries).
-fn pending_of(message: &jetstream::Message) -> u64 {
-    message
-        .reply
-        .as_deref()
-        .and_then(pending_in_reply)
-        .unwrap_or_else(|| message.info().map(|i| i.pending).unwrap_or(0))
-}
-
-/// The `pending` token of a `$JS.ACK.` reply subject (see [`pending_of`]).
-fn pending_in_reply(reply: &str) -> Option<u64> {
-    let index = match reply.split('.').count() {
-        9 => 8,
-        n if n >= 11 => 10,
-        _ => return None,
-    };
-    reply.split('.').nth(index)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn pending_is_read_from_both_reply_subject_forms() {
-        for (reply, pending) in [
-            (
-                "$JS.ACK.KV_b.cons.1.42.7.1700000000000000000.1234",
-                Some(1234),
-            ),
-            (
-                "$JS.ACK.gslb.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.0",
-                Some(0),
-            ),
-            (
-                "$JS.ACK.gslb.ACCHASH.KV_b.cons.1.42.7.1700000000000000000.99.tok",
-                Some(99),
-            ),
-            ("$JS.ACK.too.short", None),
-        ] {
-            assert_eq!(super::pending_in_reply(reply), pending, "{reply}");
-        }
-    }
-
     #[test]
     fn consumer_names_are_legal_and_unique_per_inbox() {
         assert_eq!(

@@ -263,6 +263,14 @@ async fn a_node_cannot_speak_for_another_nor_touch_another_cluster() {
         .map(|_| ())
     })
     .await;
+    // Nor read by direct get, which is how nodes read their own cluster's buckets.
+    let scan = r#"{"seq":1,"batch":10,"next_by_subj":"$KV.gslb_d1_health.>"}"#;
+    refused(&mut errors, "DIRECT.GET.KV_gslb_d1_health", async {
+        rogue
+            .request("$JS.gslb.API.DIRECT.GET.KV_gslb_d1_health", scan.into())
+            .await
+    })
+    .await;
     let mut d1_sub = rogue.subscribe("gslb.d1.>").await.unwrap();
     wait_denied(&mut errors, "gslb.d1.>").await;
     // Another cluster's config key, by direct get; n1's own is readable.
@@ -288,26 +296,24 @@ async fn a_node_cannot_speak_for_another_nor_touch_another_cluster() {
         .unwrap();
     assert!(own.payload.starts_with(b"cluster:"), "{own:?}");
 
-    // The unnamed consumer API (which the plain KV watch uses) would let any filter through:
-    // refused. Named consumers filtered to cluster c1 work.
+    // The consumer API (which the plain KV watch uses) is not granted: refused. Reading its own
+    // cluster's buckets by direct get works: the first entry of a scan of c1's reports.
     refused(&mut errors, "CONSUMER.CREATE.KV_gslb_c1_health", async {
         store.watch_all().await.map(|_| ())
     })
     .await;
-    let mine = js
-        .create_consumer_on_stream(
-            push::OrderedConfig {
-                name: Some("gslb_test_read".into()),
-                deliver_subject: rogue.new_inbox(),
-                filter_subject: "$KV.gslb_c1_health.>".into(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            },
-            "KV_gslb_c1_health",
+    let first = rogue
+        .request(
+            "$JS.gslb.API.DIRECT.GET.KV_gslb_c1_health",
+            r#"{"seq":1,"next_by_subj":"$KV.gslb_c1_health.>"}"#.into(),
         )
         .await
         .expect("reading its own cluster is allowed");
-    assert_eq!(mine.cached_info().num_pending, 2, "n1.api and n2.api");
+    let subject = first.headers.as_ref().and_then(|h| h.get("Nats-Subject"));
+    assert!(
+        subject.is_some_and(|s| s.as_str().starts_with("$KV.gslb_c1_health.n")),
+        "{first:?}"
+    );
 
     // Other nodes' replies, and the shared inbox, cannot be listened to.
     let _n2_inbox = rogue.subscribe("_INBOX_n2.>").await.unwrap();

@@ -238,6 +238,7 @@ impl Node {
                     return;
                 }
                 if let Some(idx) = self.staying_member(rec.node, rec.incarnation, false) {
+                    self.members.get_mut(idx).sync.read_report(rec.seq);
                     self.apply_report(idx, rec.endpoint, rec.seq, rec.state);
                 }
             }
@@ -373,8 +374,10 @@ impl Node {
             }
             KvRead::Members => {}
             KvRead::Reports { node } => {
-                if let Some(idx) = self.members.find(node) {
-                    self.members.get_mut(idx).sync.resync_done(complete);
+                if let Some(idx) = self.members.find(node)
+                    && self.members.get_mut(idx).sync.resync_done(complete)
+                {
+                    self.stats.stale_reads += 1;
                 }
             }
         }
@@ -393,7 +396,9 @@ impl Node {
             // Our own records may be written now: the next heartbeat, at once, carries ours.
             self.heartbeat_due = true;
             for idx in self.members.indices() {
-                self.members.get_mut(idx).sync.snapshot_complete();
+                if self.members.get_mut(idx).sync.snapshot_complete() {
+                    self.stats.stale_reads += 1;
+                }
             }
         } else {
             self.snapshot = Snapshot::Wanted;

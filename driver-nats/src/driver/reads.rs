@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use async_nats::Client;
 use gslb_state_core::names::encode_token;
 use gslb_state_core::{Bucket, KvRead};
 use tokio::sync::mpsc;
@@ -71,7 +70,7 @@ impl Driver {
         let mut stores = self.stores.clone();
         let others = self.other_regions();
         let (client, reads, metrics) = (
-            self.client.clone(),
+            self.kv_reader(),
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
@@ -146,7 +145,7 @@ impl Driver {
     pub(super) fn spawn_resync(&self, node: String, region: String, key_filter: String) {
         let own = self.stores.borrow().clone();
         let (client, reads, metrics) = (
-            self.client.clone(),
+            self.kv_reader(),
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
@@ -203,7 +202,7 @@ impl Driver {
         };
         let others = self.other_regions();
         let (client, reads, metrics) = (
-            self.client.clone(),
+            self.kv_reader(),
             self.reads_tx.clone(),
             self.metrics.clone(),
         );
@@ -234,6 +233,14 @@ impl Driver {
 }
 
 impl Driver {
+    /// What a KV read needs.
+    fn kv_reader(&self) -> kv::KvReader {
+        kv::KvReader {
+            client: self.client.clone(),
+            api: crate::connect::api_prefix(&self.config),
+        }
+    }
+
     /// The regions of `nats.jetStream.regions` other than this node's.
     fn other_regions(&self) -> Vec<String> {
         let mut regions = self.config.storage_regions();
@@ -258,7 +265,7 @@ fn chunks(mut entries: Vec<ReadEntry>) -> Vec<Vec<ReadEntry>> {
 /// Reads region `region`'s members bucket, then its health bucket, each whole: both, or
 /// `None` (logged and counted) when either cannot be opened or read to the end.
 async fn read_region_whole(
-    client: &Client,
+    client: &kv::KvReader,
     js: &async_nats::jetstream::Context,
     names: &gslb_state_core::Names,
     foreign: &kv::ForeignStores,
@@ -316,7 +323,7 @@ async fn read_region_whole(
 /// Reads every entry of `store` matching `key_filter` into the driver loop; true when the read
 /// completed. Counts one `kv_get` per entry read, or one `error` when the read failed.
 async fn read_into(
-    client: &Client,
+    client: &kv::KvReader,
     store: &async_nats::jetstream::kv::Store,
     bucket: Bucket,
     key_filter: &str,
