@@ -1,7 +1,8 @@
 //! The NATS driver on a real super-cluster: three regions (`eu`, `us`, `ap`), each a JetStream
 //! cluster of its own, joined by gateways that run through proxies the tests cut, blackhole
-//! and heal ([`NatsSuperCluster`]). Each node connects to its own region's servers only and
-//! has `node.region` set to it. The `nats_*` tests pin down, with plain async-nats clients,
+//! and heal ([`NatsSuperCluster`]). Each node connects to its own region's servers only, has
+//! `node.region` set to it, and stores its records in its region's buckets
+//! (`nats.jetStream.regions: [eu, us, ap]`). The `nats_*` tests pin down, with plain async-nats clients,
 //! what NATS itself does in a cut region (what the driver can count on there); they fail if a
 //! nats-server release behaves otherwise. Each test prints what it measures (`MEASURED ...`).
 //!
@@ -60,7 +61,7 @@ fn config(cluster: &str, id: &str, region: &str, policy: &str, servers: &[String
          state:\n  healthPolicy: \"{policy}\"\n  quorumMinPercent: 51\n  \
          heartbeatInterval: \"{}ms\"\n  heartbeatTTL: \"{}ms\"\n\
          nats:\n  servers: [{}]\n  pingInterval: \"500ms\"\n  connectTimeout: \"500ms\"\n  \
-         jetStream:\n    domain: \"gslb\"\n",
+         jetStream:\n    domain: \"gslb\"\n    regions: [eu, us, ap]\n",
         INTERVAL.as_millis(),
         TTL.as_millis(),
         servers.join(", ")
@@ -513,6 +514,116 @@ async fn a_blackholed_gateway_is_noticed_and_healed_and_a_region_killed_and_rest
     );
     assert!(us.is_connected());
     sc.wait_formed(SLOW).unwrap();
+    for node in group {
+        node.handle.shutdown().await;
+    }
+}
+
+/// The `gslbd_state_kv_put_total` of `node` for `bucket` that succeeded.
+fn puts_ok(node: &Handle, bucket: &str) -> f64 {
+    let series = format!("gslbd_state_kv_put_total{{bucket=\"{bucket}\",result=\"ok\"}}");
+    driver_common::metric(node, &series).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_region_keeps_writing_and_starting_from_its_own_state_and_loses_nothing() {
+    let _serial = serial().await;
+    let sc = super_cluster();
+    let group = start_group(&sc, "rl", "prefer-local");
+    let [eu, us, ap] = [&group[0].handle, &group[1].handle, &group[2].handle];
+    let everyone: Vec<String> = ids_in(&group, &REGIONS);
+    let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    eu.set_health("before", Some(true)).unwrap();
+    for node in [eu, us, ap] {
+        wait_members(node, &everyone, SLOW).await;
+    }
+    wait_counts(us, "before", (Some(true), 1, 1), SOON).await;
+    // Each region's records are in its own bucket, placed in its own cluster.
+    let admin = raw_client(sc.urls("us")).await;
+    let js = jetstream::with_domain(admin.clone(), "gslb");
+    for region in REGIONS {
+        // Each node creates its region's buckets when it first connects.
+        let name = format!("gslb_rl_health_{region}");
+        let (store, _) = wait_for(SOON, &format!("{name} created"), || async {
+            js.get_key_value(&name).await.ok()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            placed_in(&store).await.as_deref(),
+            Some(region),
+            "{region}'s bucket"
+        );
+    }
+
+    // eu cut off: its node writes what it sees to its region's bucket all the same.
+    sc.cut("eu", LinkMode::Reset);
+    sc.wait_isolated("eu", SOON).unwrap();
+    let written = puts_ok(eu, "gslb_rl_health_eu");
+    eu.set_health("during", Some(false)).unwrap();
+    let cut = Instant::now();
+    wait_until(SOON, "eu's write inside the cut region", || async {
+        puts_ok(eu, "gslb_rl_health_eu") > written
+    })
+    .await
+    .unwrap();
+    report(
+        "eu cut: a write to eu's bucket acknowledged after",
+        cut.elapsed(),
+    );
+    wait_members(eu, &[eu.node_id()], SOON).await;
+
+    // A node started inside the cut region reads its region's state (the other regions'
+    // buckets are out of reach: skipped) and decides from it.
+    let started = Instant::now();
+    let id = "eu-2-rl";
+    let late = Handle::start(NodeOptions::new(
+        config("rl", id, "eu", "prefer-local", &sc.urls("eu")),
+        id,
+    ))
+    .expect("the node starts");
+    let mut events = late.subscribe();
+    let endpoints = tokio::time::timeout(SLOW, async {
+        loop {
+            if let gslb_state_nats::Event::SnapshotLoaded { endpoints, .. } =
+                events.recv().await.unwrap()
+            {
+                break endpoints;
+            }
+        }
+    })
+    .await
+    .expect("eu-2 loads its snapshot inside the cut region");
+    report(
+        "eu cut: a node started there loaded its snapshot after",
+        started.elapsed(),
+    );
+    assert_eq!(endpoints, 2, "eu-2's snapshot holds eu-1's two reports");
+    wait_counts(&late, "during", (Some(false), 0, 1), SOON).await;
+    late.set_health("late", Some(true)).unwrap();
+    wait_until(SOON, "eu-2's write inside the cut region", || async {
+        puts_ok(&late, "gslb_rl_health_eu") >= 1.0
+    })
+    .await
+    .unwrap();
+
+    // Healed: what eu wrote during the cut reaches the others (live traffic of the cut was
+    // lost; they re-read it from eu's bucket), within TTL + interval of the gateways being
+    // back, plus a read.
+    sc.heal();
+    let healed = Instant::now();
+    sc.wait_formed(SLOW).unwrap();
+    let all: Vec<&str> = everyone.iter().copied().chain([id]).collect();
+    for node in [us, ap] {
+        wait_members(node, &all, SLOW).await;
+        wait_counts(node, "during", (Some(false), 0, 1), SLOW).await;
+        wait_counts(node, "late", (Some(true), 1, 1), SLOW).await;
+    }
+    report(
+        "eu healed: everything written during the cut decided everywhere after",
+        healed.elapsed(),
+    );
+    late.shutdown().await;
     for node in group {
         node.handle.shutdown().await;
     }
