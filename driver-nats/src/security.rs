@@ -56,7 +56,7 @@ pub const API_PREFIX: &str = "$JS.API";
 /// | its KV keys | publish `$KV.<members>.<node>`, `$KV.<health>.<node>.>` in its own region's buckets (`gslb_<c>_members_<region>`, or `gslb_<c>_members` without a region) |
 /// | its cluster's messages | subscribe `gslb.<c>.>` |
 /// | opening its cluster's buckets (its region's and every region of `nats.jetStream.regions`) | publish `<api>.STREAM.INFO.KV_<bucket>` |
-/// | reading them | publish `<api>.DIRECT.GET.KV_<bucket>` (batched direct gets: no consumer) |
+/// | reading them | publish `<api>.CONSUMER.CREATE.KV_<bucket>.*.$KV.<bucket>.>` (named consumers filtered to the bucket), `$JS.FC.KV_<bucket>.>` (flow control), and `<api>.DIRECT.GET.KV_<bucket>` (batched direct gets, where no consumer can be created) |
 /// | replies and deliveries | subscribe `<inboxPrefix>.>` |
 /// | config sync | its key only: `<api>.DIRECT.GET.KV_<cfg>.$KV.<cfg>.<c>`, `<api>.CONSUMER.CREATE.KV_<cfg>.*.$KV.<cfg>.<c>`, `<api>.STREAM.INFO.KV_<cfg>` and the event stream's, subscribe `<subjectPrefix>.<c>` |
 pub fn node_permissions(config: &Config, node_id: &str) -> Permissions {
@@ -78,6 +78,10 @@ pub fn node_permissions(config: &Config, node_id: &str) -> Permissions {
         for bucket in [Bucket::Members, Bucket::Health] {
             let bucket = names.region_bucket(bucket, &region);
             publish.push(format!("{api}.STREAM.INFO.KV_{bucket}"));
+            publish.push(format!(
+                "{api}.CONSUMER.CREATE.KV_{bucket}.*.$KV.{bucket}.>"
+            ));
+            publish.push(format!("$JS.FC.KV_{bucket}.>"));
             publish.push(format!("{api}.DIRECT.GET.KV_{bucket}"));
         }
     }
