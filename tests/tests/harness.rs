@@ -2,7 +2,11 @@
 //! with an R3 KV bucket in domain "gslb", stream-leader failover, SIGSTOP/SIGCONT, restart with
 //! the same store, mTLS, and readiness failures that carry the server log.
 
+mod driver_common;
+
 use std::time::{Duration, Instant};
+
+use driver_common::crosses;
 
 use async_nats::jetstream::{self, kv};
 use async_nats::{ConnectOptions, connection::State};
@@ -554,31 +558,6 @@ fn route_proxies_form_a_cluster_and_partition_it() {
         routez(2) >= 2
     })
     .unwrap();
-}
-
-/// Publishes on `subject` from `from` until `to` receives it (a subscription's interest takes a
-/// moment to cross a gateway); returns how long it took.
-async fn crosses(
-    from: &async_nats::Client,
-    to: &async_nats::Client,
-    subject: &str,
-    timeout: Duration,
-) -> gslb_state_tests::Result<Duration> {
-    let sub = tokio::sync::Mutex::new(to.subscribe(subject.to_string()).await.unwrap());
-    to.flush().await.unwrap();
-    wait_for(timeout, &format!("{subject} to cross"), || {
-        let sub = &sub;
-        async move {
-            let _ = from.publish(subject.to_string(), "x".into()).await;
-            let mut sub = sub.lock().await;
-            tokio::time::timeout(Duration::from_millis(20), sub.next())
-                .await
-                .ok()
-                .flatten()
-        }
-    })
-    .await
-    .map(|(_, took)| took)
 }
 
 /// One message from `from` to `to` (interest already known there): how long it took.

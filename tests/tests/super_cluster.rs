@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, stream::Placement};
 use futures::StreamExt;
 
-use driver_common::{current, report, serial};
+use driver_common::{crosses, current, report, serial};
 use gslb_state_core::{Config, Source};
 use gslb_state_nats::{Handle, NodeOptions};
 use gslb_state_tests::{LinkMode, NatsSuperCluster, ServerOpts, wait_for, wait_until};
@@ -736,26 +736,6 @@ async fn placed_in(store: &kv::Store) -> Option<String> {
     stream.info().await.ok()?.cluster.as_ref()?.name.clone()
 }
 
-/// Publishes on `subject` from `from` until `to` receives it; returns how long it took.
-async fn core_flows(from: &async_nats::Client, to: &async_nats::Client, subject: &str) -> Duration {
-    let sub = tokio::sync::Mutex::new(to.subscribe(subject.to_string()).await.unwrap());
-    to.flush().await.unwrap();
-    let (_, took) = wait_for(SLOW, &format!("a message on {subject} across"), || {
-        let sub = &sub;
-        async move {
-            let _ = from.publish(subject.to_string(), "probe".into()).await;
-            let mut sub = sub.lock().await;
-            tokio::time::timeout(Duration::from_millis(20), sub.next())
-                .await
-                .ok()
-                .flatten()
-        }
-    })
-    .await
-    .unwrap();
-    took
-}
-
 /// Measured on nats-server 2.15 with async-nats 0.51, three regions of three servers, `eu` cut
 /// off (reset, then blackholed). Inside the cut region: puts to its own streams (R1 and R3)
 /// work, direct gets work, a watch made before the cut keeps delivering; but nothing that needs
@@ -883,7 +863,9 @@ async fn nats_a_cut_region_writes_and_direct_gets_its_own_streams_but_creates_no
 
         sc.heal();
         let healed = Instant::now();
-        let took = core_flows(&us, &eu, &format!("probe.{phase}")).await;
+        let took = crosses(&us, &eu, &format!("probe.{phase}"), SLOW)
+            .await
+            .unwrap();
         report(
             &format!("nats {mode:?}: healed, core subject us->eu flows after"),
             took,

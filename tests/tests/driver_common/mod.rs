@@ -214,3 +214,31 @@ pub async fn assert_global(
         "{d:?}"
     );
 }
+
+/// Publishes on `subject` from `from` until `to` receives it (a subscription's interest takes a
+/// moment to cross a gateway); returns how long it took.
+pub async fn crosses(
+    from: &async_nats::Client,
+    to: &async_nats::Client,
+    subject: &str,
+    timeout: Duration,
+) -> gslb_state_tests::Result<Duration> {
+    let sub = tokio::sync::Mutex::new(to.subscribe(subject.to_string()).await.unwrap());
+    to.flush().await.unwrap();
+    gslb_state_tests::wait_for(timeout, &format!("{subject} to cross"), || {
+        let sub = &sub;
+        async move {
+            let _ = from.publish(subject.to_string(), "x".into()).await;
+            let mut sub = sub.lock().await;
+            tokio::time::timeout(
+                Duration::from_millis(20),
+                futures::StreamExt::next(&mut *sub),
+            )
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await
+    .map(|(_, took)| took)
+}
