@@ -58,6 +58,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a running daemon's status (node, NATS, members, verdicts) from its HTTP API.
+    ///
+    /// The summary (node, NATS, snapshot, policy, config version, counts by verdict), the
+    /// members and the endpoints that are down, as tables. Exit 0 all well, 1 the daemon could
+    /// not be asked, 2 NATS disconnected, snapshot still loading, or fewer active members than
+    /// --min-members.
+    Status(gslb_state_daemon::status_cli::StatusArgs),
     /// Print the nats-server permissions a node needs, and no more (SECURITY.md).
     Permissions {
         /// The node's configuration file.
@@ -91,6 +98,10 @@ fn main() -> ExitCode {
         // Blocking work (processes, real time, HTTP polls): no runtime needed.
         return gslb_state_daemon::scenario::run(file, *json);
     }
+    if let Command::Status(args) = &cli.command {
+        // Its own exit codes (2: degraded), and its own small runtime.
+        return gslb_state_daemon::status_cli::main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
             Command::Bootstrap { config } => tools::bootstrap(&config).await,
             Command::Permissions { config, node } => tools::permissions(&config, node),
             Command::Scenario { .. } => unreachable!("played above"),
+            Command::Status(_) => unreachable!("run above"),
         }
     });
     match result {

@@ -65,9 +65,14 @@ fn an_http_flip_on_one_daemon_is_seen_on_the_others_and_delete_withdraws_it() {
     a.wait_members(2, SOON);
     b.wait_members(2, SOON);
 
-    // /healthz
+    // /healthz: `loading` until the health snapshot is read (the cluster's JetStream may still
+    // be electing its meta leader), then `ok`.
+    a.wait(SOON, "a: /healthz ok", |d| {
+        d.try_json("/healthz").is_some_and(|v| v["status"] == "ok")
+    });
     let h = a.json("/healthz");
     assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["snapshot_loaded"], true, "{h}");
     assert_eq!(h["node"], "a", "{h}");
     assert_eq!(h["nats_connected"], true, "{h}");
 

@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     pub(crate) config_state: tokio::sync::watch::Sender<ConfigState>,
     /// The policy and threshold in force.
     pub(crate) policy: RwLock<(Policy, u8)>,
+    /// The health snapshot was read in full ([`Event::SnapshotLoaded`]); never reset.
+    pub(crate) snapshot_loaded: std::sync::atomic::AtomicBool,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
@@ -236,6 +238,7 @@ impl Handle {
                 options.config.state.policy,
                 options.config.state.quorum_min_percent,
             )),
+            snapshot_loaded: std::sync::atomic::AtomicBool::new(false),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -419,6 +422,15 @@ impl Handle {
     pub fn is_connected(&self) -> bool {
         self.shared
             .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the health snapshot has been read from the KV in full ([`Event::SnapshotLoaded`],
+    /// logged as `health snapshot loaded`). Until then the node decides on what it has heard
+    /// live only, and writes nothing of its own to the KV; once true it stays true.
+    pub fn snapshot_loaded(&self) -> bool {
+        self.shared
+            .snapshot_loaded
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -29,6 +29,8 @@ const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most entries handed on at once by a prefix read. Entries travel in batches so that a
 /// snapshot of millions costs a channel hop and a clock read per batch, not per entry.
 pub(crate) const READ_BATCH: usize = 1024;
+/// A prefix read that lasts longer than this logs its progress, and then again this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// Opens bucket `name`, creating it when absent: three replicas when the cluster allows, one
 /// otherwise; history 1 (only the newest value of a key matters); records older than
@@ -220,6 +222,8 @@ async fn read_by_consumer(
         .map_err(|e| Left::Failed(format!("reading {}: {e}", store.stream_name)))?;
     let mut read = 0u64;
     let mut batch = Vec::with_capacity(READ_BATCH.min(usize::try_from(pending).unwrap_or(0)));
+    let mut progress = ReadProgress::new(&store.name, key_filter);
+    let mut remaining = pending;
     loop {
         let next = match messages.next().now_or_never() {
             Some(next) => next,
@@ -227,6 +231,7 @@ async fn read_by_consumer(
                 if !batch.is_empty() && out.send(std::mem::take(&mut batch)).await.is_err() {
                     return Ok(read);
                 }
+                progress.batch(pending - remaining.min(pending), Some(pending));
                 tokio::time::timeout(READ_IDLE_TIMEOUT, messages.next())
                     .await
                     .map_err(|_| {
@@ -249,7 +254,7 @@ async fn read_by_consumer(
                 )));
             }
         };
-        let remaining = pending_of(&message);
+        remaining = pending_of(&message);
         let deleted = message
             .headers
             .as_ref()
@@ -267,8 +272,10 @@ async fn read_by_consumer(
                 return Ok(read);
             }
             if remaining == 0 {
+                progress.done(pending);
                 return Ok(read);
             }
+            progress.batch(pending - remaining.min(pending), Some(pending));
         }
     }
 }
@@ -302,6 +309,7 @@ async fn read_by_direct_get(
         .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
     let mut read = 0u64;
     let mut from_seq = 1u64;
+    let mut progress = ReadProgress::new(&store.name, key_filter);
     loop {
         let request = format!(
             "{{\"seq\":{from_seq},\"batch\":{DIRECT_GET_BATCH},\"next_by_subj\":\"{filter}\"}}"
@@ -380,9 +388,90 @@ async fn read_by_direct_get(
             return Ok(read);
         }
         match last_seq {
-            Some(seq) if pending > 0 => from_seq = seq + 1,
-            _ => return Ok(read),
+            Some(seq) if pending > 0 => {
+                from_seq = seq + 1;
+                progress.batch(read, Some(read + pending));
+            }
+            _ => {
+                progress.done(read);
+                return Ok(read);
+            }
         }
+    }
+}
+
+/// The progress of one prefix read, for the log: a read that lasts longer than
+/// [`PROGRESS_EVERY`] (a start-up snapshot of hundreds of thousands of entries, a slow link)
+/// logs `reading a KV bucket` with the entries received so far, the total expected (the
+/// consumer's `num_pending` when it was created; by direct gets, the server's count of those
+/// left) and the rate, every [`PROGRESS_EVERY`], and `KV bucket read` once it is done. A
+/// quick read logs nothing. One clock read per batch.
+struct ReadProgress<'a> {
+    bucket: &'a str,
+    filter: &'a str,
+    started: std::time::Instant,
+    next_log: std::time::Instant,
+    logged: bool,
+}
+
+impl<'a> ReadProgress<'a> {
+    fn new(bucket: &'a str, filter: &'a str) -> Self {
+        let started = std::time::Instant::now();
+        ReadProgress {
+            bucket,
+            filter,
+            started,
+            next_log: started + PROGRESS_EVERY,
+            logged: false,
+        }
+    }
+
+    /// After a batch: `done` entries received of `total`.
+    fn batch(&mut self, done: u64, total: Option<u64>) {
+        let now = std::time::Instant::now();
+        if now < self.next_log {
+            return;
+        }
+        self.next_log = now + PROGRESS_EVERY;
+        self.logged = true;
+        let rate = per_second(done, now - self.started);
+        let percent = total.filter(|t| *t > 0).map(|t| done.min(t) * 100 / t);
+        tracing::info!(
+            bucket = self.bucket,
+            filter = self.filter,
+            loaded = done,
+            total,
+            percent,
+            rate_per_s = rate,
+            "reading a KV bucket: {done} of {} entries, {rate}/s",
+            total.map_or_else(|| "?".to_owned(), |t| t.to_string())
+        );
+    }
+
+    /// The read ended with `done` entries received (logged only if progress was).
+    fn done(&self, done: u64) {
+        if self.logged {
+            let took = self.started.elapsed();
+            let rate = per_second(done, took);
+            tracing::info!(
+                bucket = self.bucket,
+                filter = self.filter,
+                loaded = done,
+                seconds = took.as_secs_f64(),
+                rate_per_s = rate,
+                "KV bucket read: {done} entries in {took:.1?}, {rate}/s"
+            );
+        }
+    }
+}
+
+/// `n` per `took`, per second (0 for no time).
+fn per_second(n: u64, took: Duration) -> u64 {
+    let secs = took.as_secs_f64();
+    if secs > 0.0 {
+        (n as f64 / secs) as u64
+    } else {
+        0
     }
 }
 

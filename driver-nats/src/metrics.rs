@@ -15,10 +15,11 @@
 //! | `gslbd_state_config_events_total{result}` | config versions `applied`, `rejected`, `ignored`, `failed` |
 //! | `gslbd_state_config_version` | config version in force |
 //! | `gslbd_state_permission_denied_total{operation}` | the server refused a `publish` or `subscribe` (see SECURITY.md) |
+//! | `gslbd_state_decisions{source}` | endpoints whose decision in force has that source (`local`, `global`, `fallback-local`, `unknown`) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gslb_state_core::{DropReason, MessageKind, Stats};
+use gslb_state_core::{DropReason, MessageKind, Source, Stats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,6 +63,21 @@ pub struct OperationLabel {
     pub operation: &'static str,
 }
 
+/// `source` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// A decision's source: `local`, `global`, `fallback-local` or `unknown`.
+    pub source: &'static str,
+}
+
+/// The sources of `gslbd_state_decisions`, in the order of `Metrics::decisions_by_source`.
+const SOURCES: [Source; 4] = [
+    Source::Local,
+    Source::Global,
+    Source::FallbackLocal,
+    Source::Unknown,
+];
+
 /// Every metric of one node.
 #[derive(Debug)]
 pub struct Metrics {
@@ -92,6 +108,12 @@ pub struct Metrics {
     pub config_version: Gauge,
     /// `gslbd_state_permission_denied_total{operation}`.
     pub permission_denied: Family<OperationLabel, Counter>,
+    /// `gslbd_state_decisions{source}`: endpoints whose decision in force has that source, kept
+    /// current by the driver as decisions change.
+    pub decisions: Family<SourceLabel, Gauge>,
+    /// The series of `decisions`, one per source of [`SOURCES`], created up front (every
+    /// source is exported from the start, and a move touches no map).
+    decisions_by_source: [Gauge; SOURCES.len()],
     /// Last core drop counts seen, to turn totals into increments.
     dropped_seen: [AtomicU64; DropReason::ALL.len()],
 }
@@ -119,6 +141,12 @@ impl Metrics {
         let config_events = Family::default();
         let config_version = Gauge::default();
         let permission_denied = Family::default();
+        let decisions = Family::<SourceLabel, Gauge>::default();
+        let decisions_by_source = SOURCES.map(|s| {
+            decisions
+                .get_or_create(&SourceLabel { source: s.as_str() })
+                .clone()
+        });
         registry.register(
             "gslbd_state_nats_connected",
             "1 when connected to NATS",
@@ -184,6 +212,11 @@ impl Metrics {
             "Operations the NATS server refused for lack of permission, by operation",
             permission_denied.clone(),
         );
+        registry.register(
+            "gslbd_state_decisions",
+            "Endpoints whose decision in force has this source (local, global, fallback-local, unknown)",
+            decisions.clone(),
+        );
         Metrics {
             registry,
             connected,
@@ -199,6 +232,8 @@ impl Metrics {
             config_events,
             config_version,
             permission_denied,
+            decisions,
+            decisions_by_source,
             dropped_seen: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -235,6 +270,44 @@ impl Metrics {
         self.config_events
             .get_or_create(&ResultLabel { result })
             .inc();
+    }
+
+    /// The `gslbd_state_decisions` series of `source`.
+    fn decisions_of(&self, source: Source) -> &Gauge {
+        let i = match source {
+            Source::Local => 0,
+            Source::Global => 1,
+            Source::FallbackLocal => 2,
+            Source::Unknown => 3,
+        };
+        &self.decisions_by_source[i]
+    }
+
+    /// One endpoint's decision in force now has source `to`, where it had `from` (`None`: the
+    /// endpoint was not decided before). Unknown is not counted here: [`Metrics::sync_decisions`]
+    /// sets it from the number of endpoints.
+    pub(crate) fn decision_source_moved(&self, from: Option<Source>, to: Source) {
+        if from == Some(to) {
+            return;
+        }
+        if let Some(from) = from.filter(|s| *s != Source::Unknown) {
+            self.decisions_of(from).dec();
+        }
+        if to != Source::Unknown {
+            self.decisions_of(to).inc();
+        }
+    }
+
+    /// Sets `gslbd_state_decisions{source="unknown"}`: the `endpoints` known that no other
+    /// source accounts for.
+    pub(crate) fn sync_decisions(&self, endpoints: usize) {
+        let known: i64 = SOURCES[..3]
+            .iter()
+            .map(|s| self.decisions_of(*s).get())
+            .sum();
+        let endpoints = i64::try_from(endpoints).unwrap_or(i64::MAX);
+        self.decisions_of(Source::Unknown)
+            .set(endpoints.saturating_sub(known).max(0));
     }
 
     /// Brings the drop counters up to the core's totals.
@@ -276,5 +349,41 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn decisions_by_source_follow_moves_and_unknown_is_the_rest() {
+        let m = Metrics::new();
+        let series = |source: &str| format!("gslbd_state_decisions{{source=\"{source}\"}} ");
+        let value = |m: &Metrics, source: &str| -> i64 {
+            let text = m.encode();
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&series(source)).map(str::to_owned));
+            line.unwrap_or_else(|| panic!("no {source} series in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        // Every source is exported from the start.
+        for s in ["local", "global", "fallback-local", "unknown"] {
+            assert_eq!(value(&m, s), 0);
+        }
+        // Three endpoints: one local, one fallback-local, one known but never decided.
+        m.decision_source_moved(None, Source::Local);
+        m.decision_source_moved(None, Source::FallbackLocal);
+        m.sync_decisions(3);
+        assert_eq!(
+            ["local", "global", "fallback-local", "unknown"].map(|s| value(&m, s)),
+            [1, 0, 1, 1]
+        );
+        // fallback-local -> global, local -> unknown, global -> global (counts only).
+        m.decision_source_moved(Some(Source::FallbackLocal), Source::Global);
+        m.decision_source_moved(Some(Source::Local), Source::Unknown);
+        m.decision_source_moved(Some(Source::Global), Source::Global);
+        m.sync_decisions(3);
+        assert_eq!(
+            ["local", "global", "fallback-local", "unknown"].map(|s| value(&m, s)),
+            [0, 1, 0, 2]
+        );
     }
 }

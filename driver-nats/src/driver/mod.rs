@@ -337,6 +337,9 @@ impl Driver {
                 self.node.handle(now, Input::KvReadDone { read, complete });
                 if self.node.snapshot_loaded() && !self.snapshot_logged {
                     self.snapshot_logged = true;
+                    self.shared
+                        .snapshot_loaded
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(
                         node = self.node.node_id(),
                         members = self.node.active_members(),

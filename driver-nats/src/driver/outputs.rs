@@ -166,15 +166,21 @@ impl Driver {
                 }
             }
         }
-        // Every decision whose verdict or counts changed, into the shared map.
+        // Every decision whose verdict or counts changed, into the shared map (an endpoint not in
+        // it was never decided: unknown), and its source into `gslbd_state_decisions`.
         if let Some((endpoint, decision)) = self.node.poll_updated()
             && let Ok(mut map) = self.shared.decisions.write()
         {
             let mut next = Some((endpoint, decision));
             while let Some((endpoint, decision)) = next {
                 match map.get_mut(endpoint) {
-                    Some(d) => *d = decision,
+                    Some(d) => {
+                        self.metrics
+                            .decision_source_moved(Some(d.source), decision.source);
+                        *d = decision;
+                    }
                     None => {
+                        self.metrics.decision_source_moved(None, decision.source);
                         map.insert(endpoint.to_owned(), decision);
                     }
                 }
@@ -201,5 +207,6 @@ impl Driver {
         self.metrics
             .endpoints
             .set(self.node.endpoint_count() as i64);
+        self.metrics.sync_decisions(self.node.endpoint_count());
     }
 }
