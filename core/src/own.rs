@@ -24,6 +24,9 @@ pub(crate) struct OwnReport {
     pub(crate) put_pending: bool,
     /// In `Own::failed_puts`.
     pub(crate) put_failed: bool,
+    /// The oldest sequence of this endpoint superseded before its write was acknowledged
+    /// (0: none); it stays in `Own::unacked` until the current report's write is.
+    superseded_unacked: u64,
 }
 
 /// This node's own reports and what remains to be sent of them.
@@ -41,7 +44,9 @@ pub(crate) struct Own {
     pub(crate) to_put: VecDeque<EndpointId>,
     /// KV writes that failed, retried on the next maintenance tick.
     pub(crate) failed_puts: Vec<EndpointId>,
-    /// Sequences of current reports whose KV write is not acknowledged yet.
+    /// Sequences not durable yet: of current reports whose KV write is not acknowledged, and
+    /// per endpoint the oldest one superseded before its write was (so that `kv_seq` never
+    /// names a change the KV never held: see [`Own::kv_seq`]).
     unacked: BTreeSet<u64>,
     /// Keys to delete from the KV (after leaving).
     pub(crate) to_delete: Vec<EndpointId>,
@@ -52,7 +57,10 @@ pub(crate) struct Own {
 }
 
 impl Own {
-    /// Every change up to this sequence is stored in the KV.
+    /// Every change up to this sequence is stored in the KV (or superseded by a stored one),
+    /// and the KV holds a report at least this new: readers distrust a read without one
+    /// (a lagging replica). A change superseded before its write was acknowledged keeps this
+    /// below it until the change that superseded it is durable, as the KV never held it.
     pub(crate) fn kv_seq(&self) -> u64 {
         self.unacked
             .first()
@@ -67,8 +75,16 @@ impl Own {
             _ => {}
         }
         self.report_seq += 1;
+        let mut superseded_unacked = 0;
         if let Some(old) = self.reports.get(&id) {
-            self.unacked.remove(&old.report.seq());
+            let old_seq = old.report.seq();
+            superseded_unacked = old.superseded_unacked;
+            // The oldest change of this endpoint the KV never held stays unacknowledged.
+            if self.unacked.contains(&old_seq) && superseded_unacked == 0 {
+                superseded_unacked = old_seq;
+            } else {
+                self.unacked.remove(&old_seq);
+            }
         }
         self.unacked.insert(self.report_seq);
         let report = PackedReport::new(self.report_seq, state);
@@ -77,8 +93,10 @@ impl Own {
             publish_pending: false,
             put_pending: false,
             put_failed: false,
+            superseded_unacked: 0,
         });
         entry.report = report;
+        entry.superseded_unacked = superseded_unacked;
         if !entry.publish_pending {
             entry.publish_pending = true;
             self.to_publish.push(id);
@@ -93,8 +111,12 @@ impl Own {
     /// A KV write of the report with sequence `seq` of endpoint `id` was acknowledged.
     pub(crate) fn put_acked(&mut self, id: EndpointId, seq: u64) {
         // Only the write of the current report makes it durable; an older one is superseded.
-        if self.reports.get(&id).is_some_and(|r| r.report.seq() == seq) {
+        if let Some(r) = self.reports.get_mut(&id)
+            && r.report.seq() == seq
+        {
             self.unacked.remove(&seq);
+            self.unacked.remove(&r.superseded_unacked);
+            r.superseded_unacked = 0;
         }
     }
 
@@ -136,6 +158,7 @@ impl Own {
             r.publish_pending = true;
             r.put_pending = true;
             r.put_failed = false;
+            r.superseded_unacked = 0;
             self.unacked.insert(self.report_seq);
             self.to_publish.push(id);
             self.to_put.push_back(id);
@@ -154,6 +177,7 @@ impl Own {
             r.publish_pending = false;
             r.put_pending = false;
             r.put_failed = false;
+            r.superseded_unacked = 0;
         }
     }
 
@@ -206,6 +230,30 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn kv_seq_never_names_a_change_the_kv_never_held() {
+        let mut own = Own::default();
+        own.observe(1, ReportState::Healthy); // seq 1
+        own.observe(2, ReportState::Healthy); // seq 2
+        own.put_acked(1, 1);
+        own.put_acked(2, 2);
+        assert_eq!(own.kv_seq(), 2);
+        // Endpoint 1 changes twice before any write of it is acknowledged: 3 is superseded
+        // by 5 and never written; 4 (endpoint 2) is.
+        own.observe(1, ReportState::Unhealthy); // seq 3
+        own.observe(2, ReportState::Unhealthy); // seq 4
+        own.observe(1, ReportState::Healthy); // seq 5
+        own.observe(1, ReportState::Unhealthy); // seq 6 (5 superseded too)
+        own.put_acked(2, 4);
+        // The KV holds endpoint 1 at seq 1 and endpoint 2 at seq 4. Change 3 was never
+        // written (nor 5): kv_seq stays below 3 until endpoint 1's current change is durable.
+        assert_eq!(own.kv_seq(), 2, "3 is held down until 6 is durable");
+        own.put_acked(1, 5); // an ack of a superseded write changes nothing
+        assert_eq!(own.kv_seq(), 2);
+        own.put_acked(1, 6);
+        assert_eq!(own.kv_seq(), 6);
     }
 
     #[test]
