@@ -98,7 +98,10 @@ pub use config::{Config, ConfigError, StateSettings};
 pub use explain::{Explanation, MemberPart, Part, RegionVote, Said};
 pub use input::{Connectivity, Input, KvRead};
 pub use names::{Bucket, Names};
-pub use node::{Limits, MemberInfo, Node, NodeConfig, NodeConfigError, TimerReason};
+pub use node::{
+    KV_WRITE_DELAY, Limits, MAX_KV_WRITE_DELAY, MemberInfo, Node, NodeConfig, NodeConfigError,
+    TimerReason,
+};
 pub use output::{DownReason, Output};
 pub use policy::{Decision, Holds, Pending, Policy, QuorumScope, Rule, Source};
 pub use regions::MAX_REGIONS;

@@ -786,3 +786,68 @@ fn every_report_is_rewritten_within_a_quarter_of_the_record_max_age() {
     assert_eq!(seen.len(), 100, "every report once");
     assert!(seen.values().all(|&n| n == 1));
 }
+
+// ---- the KV writes trail the publishes ----
+
+#[test]
+fn changed_reports_are_published_at_once_and_written_after_the_kv_write_delay_once_each() {
+    let mut cfg = node_config("me", Policy::PreferLocal, 51);
+    cfg.limits.kv_write_delay = Duration::from_millis(20);
+    let mut me = synced_with(cfg);
+    let t0 = 5;
+    me.handle(at(t0), local("web", Some(true)));
+    me.handle(at(t0), local("db", Some(true)));
+    let outs = drain(&mut me);
+    assert_eq!(count(&outs, "publish health"), 1, "{:?}", tags(&outs));
+    assert!(health_puts(&outs).is_empty(), "no write before the delay");
+    assert_eq!(
+        me.poll_timeout_reason(),
+        (Instant::from_millis(t0 + 20), TimerReason::KvWrite)
+    );
+    // web changes again within the delay: published again, and written once, as it is now.
+    me.handle(at(t0 + 10), local("web", Some(false)));
+    let outs = drain(&mut me);
+    assert_eq!(count(&outs, "publish health"), 1);
+    assert!(health_puts(&outs).is_empty(), "still waiting");
+    me.handle_timeout(at(t0 + 19));
+    assert!(health_puts(&drain(&mut me)).is_empty(), "1 ms early");
+    me.handle_timeout(at(t0 + 20));
+    let puts = health_puts(&drain(&mut me));
+    let keys: Vec<&str> = puts.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 2, "one write each: {puts:?}");
+    let web_seq = puts.iter().find(|(k, _)| k.ends_with("web")).unwrap().1;
+    let db_seq = puts.iter().find(|(k, _)| k.ends_with("db")).unwrap().1;
+    assert!(web_seq > db_seq, "web's newer report is written: {puts:?}");
+    assert_ne!(
+        me.poll_timeout_reason().1,
+        TimerReason::KvWrite,
+        "none waits"
+    );
+}
+
+#[test]
+fn no_kv_write_timer_while_writes_are_not_allowed() {
+    let mut cfg = node_config("me", Policy::PreferLocal, 51);
+    cfg.limits.kv_write_delay = Duration::from_millis(20);
+    let mut me = synced_with(cfg);
+    me.handle(at(5), local("web", Some(true)));
+    let _ = drain(&mut me);
+    me.handle(at(6), Input::Connectivity(Connectivity::Disconnected));
+    let _ = drain(&mut me);
+    // Disconnected: the writes wait for the connection, not for a timer that would spin.
+    assert_ne!(me.poll_timeout_reason().1, TimerReason::KvWrite);
+    me.handle(at(100), Input::Connectivity(Connectivity::Connected));
+    let puts = health_puts(&drain(&mut me));
+    assert!(
+        puts.iter().any(|(k, _)| k.ends_with("web")),
+        "written once connected again (the delay passed long ago): {puts:?}"
+    );
+}
+
+#[test]
+fn a_kv_write_delay_above_one_second_is_refused() {
+    let mut cfg = node_config("me", Policy::PreferLocal, 51);
+    cfg.limits.kv_write_delay = Duration::from_millis(1_001);
+    let e = Node::new(cfg, at(0)).unwrap_err();
+    assert!(e.to_string().contains("kv_write_delay"), "{e}");
+}

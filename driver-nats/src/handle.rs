@@ -298,6 +298,7 @@ impl Handle {
     /// This node's observation of `endpoint`: `Some(true)` up, `Some(false)` down, `None`
     /// withdrawn. Never blocks.
     pub fn set_health(&self, endpoint: &str, healthy: Option<bool>) -> Result<(), Stopped> {
+        crate::hops::stamp(crate::hops::Hop::SetHealth, &self.node_id);
         self.commands
             .send(Command::SetHealth {
                 endpoint: endpoint.to_owned(),

@@ -47,6 +47,7 @@ mod connect;
 mod driver;
 mod error;
 mod handle;
+pub mod hops;
 mod kv;
 pub mod metrics;
 mod retry;

@@ -134,12 +134,15 @@ async fn nodes_work_under_least_privilege() {
             n.metrics().encode()
         );
     }
-    assert!(
+    // The second write trails its publish by `kv_write_delay`.
+    wait_until(SOON, "n1's second KV write acknowledged", || async {
         metric(
             &n1,
-            "gslbd_state_kv_put_total{bucket=\"gslb_c1_health\",result=\"ok\"}"
+            "gslbd_state_kv_put_total{bucket=\"gslb_c1_health\",result=\"ok\"}",
         ) >= 2.0
-    );
+    })
+    .await
+    .unwrap();
     assert_eq!(s.logged_violations(), Vec::<String>::new());
     for n in [n1, n2, z1] {
         n.shutdown().await;

@@ -30,7 +30,9 @@ use crate::time::{Instant, Now, WallTime};
 use crate::view::View;
 
 use config_apply::ConfigApply;
-pub use settings::{FORGET_AFTER_MIN, Limits, MAX_MEMBERS_LIMIT, NodeConfig, NodeConfigError};
+pub use settings::{
+    FORGET_AFTER_MIN, KV_WRITE_DELAY, Limits, MAX_MEMBERS_LIMIT, NodeConfig, NodeConfigError,
+};
 
 /// A member as reported by [`Node::members`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub enum TimerReason {
     ConfigApply,
     /// A pending verdict change's hold (`state.holdUp` / `state.holdDown`) elapses.
     Hold,
+    /// Changed reports are due to be written to the KV ([`Limits::kv_write_delay`]).
+    KvWrite,
 }
 
 impl TimerReason {
@@ -80,6 +84,7 @@ impl TimerReason {
             TimerReason::Maintenance => "maintenance",
             TimerReason::ConfigApply => "config apply timeout",
             TimerReason::Hold => "hold",
+            TimerReason::KvWrite => "kv write",
         }
     }
 }
@@ -113,6 +118,9 @@ fn clock_offset_ms(ours: WallTime, sent_unix_ms: u64) -> i64 {
     i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// The longest [`Limits::kv_write_delay`] accepted.
+pub const MAX_KV_WRITE_DELAY: Duration = Duration::from_secs(1);
+
 /// Anti-entropy (a read of the members bucket) runs every this many maintenance ticks.
 const ANTI_ENTROPY_EVERY_TICKS: u64 = 30;
 
@@ -136,6 +144,9 @@ pub struct Node {
     hb_seq: u64,
     heartbeat_due: bool,
     next_heartbeat: Instant,
+    /// When the changed reports waiting in `own.to_put` are written (set when the first of
+    /// them is found waiting; [`Limits::kv_write_delay`]).
+    puts_due: Option<Instant>,
     next_maintenance: Instant,
     maintenance_ticks: u64,
     queue: VecDeque<Output>,
@@ -163,6 +174,11 @@ impl Node {
             )));
         }
         config.state.validate().map_err(NodeConfigError)?;
+        if config.limits.kv_write_delay > MAX_KV_WRITE_DELAY {
+            return Err(NodeConfigError(format!(
+                "limits.kv_write_delay: at most {MAX_KV_WRITE_DELAY:?}"
+            )));
+        }
         if config.limits.max_members > MAX_MEMBERS_LIMIT {
             return Err(NodeConfigError(format!(
                 "limits.max_members: at most {MAX_MEMBERS_LIMIT}"
@@ -193,6 +209,7 @@ impl Node {
             hb_seq: 0,
             heartbeat_due: false,
             next_heartbeat: now.mono,
+            puts_due: None,
             next_maintenance: now.mono,
             maintenance_ticks: 0,
             queue: VecDeque::new(),
@@ -407,6 +424,14 @@ impl Node {
             && t < next.0
         {
             next = (t, TimerReason::Hold);
+        }
+        if let Some(t) = self.puts_due
+            && t < next.0
+            && t > self.now
+            && self.puts_allowed()
+            && !self.own.to_put.is_empty()
+        {
+            next = (t, TimerReason::KvWrite);
         }
         next
     }

@@ -45,7 +45,18 @@ impl Node {
         // Nothing of ours is written to the KV before the snapshot was read: it may hold an
         // earlier life of ours (with a larger incarnation, if our clock stepped back), which
         // our writes would hide. Heartbeats and batches go out meanwhile.
-        if self.snapshot != Snapshot::Done {
+        if !self.puts_allowed() {
+            return None;
+        }
+        if self.own.to_put.is_empty() {
+            self.puts_due = None;
+            return None;
+        }
+        // The writes trail the publishes they follow by `kv_write_delay`.
+        let due = *self
+            .puts_due
+            .get_or_insert(self.now + self.limits.kv_write_delay);
+        if self.now < due {
             return None;
         }
         while let Some(ep) = self.own.to_put.pop_front() {
@@ -53,6 +64,7 @@ impl Node {
                 return Some(out);
             }
         }
+        self.puts_due = None;
         None
     }
 
@@ -172,6 +184,22 @@ impl Node {
             kind: MessageKind::Member,
             seq: 0,
         });
+    }
+
+    /// Whether our report of `endpoint` changed and its KV write waits for
+    /// [`Limits::kv_write_delay`](super::Limits::kv_write_delay) (for the fuzz checks).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn kv_write_waiting(&self, endpoint: &str) -> bool {
+        self.view.id_of(endpoint).is_some_and(|id| {
+            self.own.reports.get(&id).is_some_and(|r| r.put_pending)
+                && self.puts_due.is_some_and(|due| self.now < due)
+        })
+    }
+
+    /// Whether our reports may be written to the KV now: connected, a member (not leaving),
+    /// and the snapshot read.
+    pub(super) fn puts_allowed(&self) -> bool {
+        self.connected && self.leaving == Leaving::No && self.snapshot == Snapshot::Done
     }
 
     fn report_put(&mut self, id: EndpointId) -> Option<Output> {

@@ -24,7 +24,17 @@ pub struct Limits {
     /// with their reports; 0 = never (a full member table still makes room by forgetting the
     /// member silent the longest).
     pub forget_after_ttls: u32,
+    /// How long the KV writes of changed reports trail their publish: the live fan-out of a
+    /// change (or of a burst of them) goes out before the durable writes compete with it for
+    /// the servers, and a report that changes again meanwhile is written once. Heartbeats
+    /// tell peers what is durable, so a peer never trusts a KV read that lacks a write still
+    /// waiting here.
+    /// 0 writes at once.
+    pub kv_write_delay: Duration,
 }
+
+/// [`Limits::kv_write_delay`] by default.
+pub const KV_WRITE_DELAY: Duration = Duration::from_millis(20);
 
 /// Members are never forgotten sooner than this after they fell silent: a member that is only
 /// partitioned away keeps its reports for when it returns.
@@ -38,6 +48,7 @@ impl Default for Limits {
             max_reports_per_member: 250_000,
             max_queued_outputs: 65_536,
             forget_after_ttls: 10,
+            kv_write_delay: KV_WRITE_DELAY,
         }
     }
 }

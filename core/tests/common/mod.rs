@@ -36,8 +36,11 @@ pub fn node_config(id: &str, policy: Policy, q: u8) -> NodeConfig {
     c.state.heartbeat_interval = Duration::from_secs(1);
     c.state.heartbeat_ttl = Duration::from_secs(3);
     NodeConfig {
+        // Writes at once: these tests look at a change's publish and write together (the delay
+        // has tests of its own).
         limits: Limits {
             forget_after_ttls: 0,
+            kv_write_delay: Duration::ZERO,
             ..Limits::default()
         },
         ..NodeConfig::from_config(&c, id)

@@ -250,6 +250,7 @@ impl Driver {
         let now = self.now();
         match command {
             Command::SetHealth { endpoint, healthy } => {
+                crate::hops::stamp(crate::hops::Hop::Command, self.node.node_id());
                 self.node
                     .handle(now, Input::LocalHealth { endpoint, healthy });
             }
@@ -289,6 +290,7 @@ impl Driver {
                 Metrics::count(&self.metrics.received, MessageKind::Heartbeat)
             }
             Ok((gslb_state_core::names::SubjectKind::Health, _)) => {
+                crate::hops::stamp(crate::hops::Hop::Received, self.node.node_id());
                 Metrics::count(&self.metrics.received, MessageKind::Health)
             }
             // Not a subject of ours: the core drops and counts it.

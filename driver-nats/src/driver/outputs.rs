@@ -36,6 +36,9 @@ impl Driver {
                         .await,
                         Ok(Ok(()))
                     );
+                    if ok && kind == gslb_state_core::MessageKind::Health {
+                        crate::hops::stamp(crate::hops::Hop::Published, self.node.node_id());
+                    }
                     if ok {
                         Metrics::count(&self.metrics.published, kind);
                     } else {
@@ -186,6 +189,9 @@ impl Driver {
                 }
                 next = self.node.poll_updated();
             }
+        }
+        if !decided.is_empty() {
+            crate::hops::stamp(crate::hops::Hop::Decided, self.node.node_id());
         }
         for (endpoint, decision) in decided {
             let _ = self

@@ -314,7 +314,10 @@ impl Harness {
                 let want = ReportState::from_observation(Some(healthy));
                 let sent = self.seen.batch_reports.get(ep).map(|r| r.state);
                 assert_eq!(sent, Some(want), "published report for {ep:?} {}", ctx());
-                if self.node.snapshot_loaded() && !self.failed_puts.contains(ep) {
+                if self.node.snapshot_loaded()
+                    && !self.failed_puts.contains(ep)
+                    && !self.node.kv_write_waiting(ep)
+                {
                     let put = self.seen.kv_reports.get(ep).map(|r| r.state);
                     assert_eq!(put, Some(want), "KV report for {ep:?} {}", ctx());
                 }
