@@ -15,13 +15,16 @@
 //!    and the publish-to-delivery time is measured the same way: the raw NATS figure of the
 //!    same run, under the same load.
 //!    The raw figure is also taken with each subscriber on a thread of its own, as each node
-//!    is (a second ratio line). Each sample starts with no KV write in flight: after our flip, the flipper's durable write
-//!    of it (which trails the publish by `kv_write_delay`) is awaited before the raw sample.
+//!    is (a second ratio line). Each sample starts with no KV write in flight: after our
+//!    flip, the flipper's durable write of it (which trails the publish by `kv_write_delay`)
+//!    is awaited before the raw sample.
 //!    With `--features gslb-state-nats/trace-hops`, the time of each hop of our path is printed
 //!    too (see `gslb_state_nats::hops`).
 //! 2. **Snapshot load.** The reports and membership records of SNAPSHOT_NODES nodes are written
 //!    into a second cluster's buckets with the core's codec; a new node starts and the time
 //!    until its health snapshot is loaded ([`Event::SnapshotLoaded`]) is measured.
+//!    Then a real daemon (`GSLB_STATE_BIN`, else `target/release/gslb-state` when built)
+//!    loads the same snapshot, and its resident memory once loaded is printed.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -409,6 +412,69 @@ fn print_hops(stamps: Vec<hops::Stamp>, flips: usize) {
     }
 }
 
+/// The memory of a real daemon holding the snapshot: `gslb-state run` (`GSLB_STATE_BIN`, else
+/// `target/release/gslb-state` when built) started on the same buckets; its resident set once
+/// `/healthz` says the snapshot is loaded. Skipped, with a line saying so, without a binary.
+async fn daemon_rss(
+    cluster: &NatsCluster,
+    cluster_id: &str,
+    writers: usize,
+    reports: usize,
+) -> Res<()> {
+    let bin = std::env::var_os("GSLB_STATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target/release/gslb-state"));
+    if !bin.exists() {
+        println!(
+            "daemon RSS: skipped ({} not built: cargo build --release -p gslb-state-daemon)",
+            bin.display()
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let servers: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let yaml = format!(
+        "cluster:\n  id: \"{cluster_id}\"\nnode:\n  id: \"rss\"\n\
+         state:\n  healthPolicy: \"global-quorum\"\n  quorumMinPercent: 51\n  heartbeatInterval: \"1s\"\n  heartbeatTTL: \"10m\"\n\
+         nats:\n  servers: [{}]\n  jetStream:\n    domain: \"{DEFAULT_DOMAIN}\"\n\
+         admin:\n  listen: \"127.0.0.1:0\"\n",
+        servers.join(", ")
+    );
+    let config = dir.path().join("rss.yaml");
+    std::fs::write(&config, yaml)?;
+    let start = Instant::now();
+    let mut d = gslb_state_tests::DaemonProcess::spawn(&bin, "rss", &config, &[], &[], dir.path())?;
+    let loaded =
+        gslb_state_tests::wait_until(Duration::from_secs(180), "daemon snapshot", || async {
+            d.get_json("/healthz")
+                .is_some_and(|h| h["snapshot_loaded"] == true)
+        })
+        .await;
+    if let Err(e) = loaded {
+        let tail = d.log_tail(20);
+        d.kill();
+        return Err(format!("{e}\n{tail}").into());
+    }
+    let took = start.elapsed();
+    let pid = d.pid().ok_or("the daemon exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |field: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    println!(
+        "daemon RSS: {} MB holding {writers} members x {reports} endpoints ({} MB at its peak; loaded in {:.1} s; target <= 150 MB)",
+        kb("VmRSS:") / 1024,
+        kb("VmHWM:") / 1024,
+        took.as_secs_f64()
+    );
+    d.kill();
+    Ok(())
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -617,6 +683,7 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         return Err(format!("only {applied} of {} reports applied", writers * reports).into());
     }
     node.shutdown().await;
+    daemon_rss(cluster, cluster_id, writers, reports).await?;
 
     // The floor: the same entries read by a bare ordered consumer, nothing done with them.
     let store = js.get_key_value(&health).await?;
