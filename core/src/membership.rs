@@ -89,6 +89,12 @@ pub(crate) struct Member {
     pub(crate) retired: u64,
     /// The member announced that it left (this incarnation).
     pub(crate) left: bool,
+    /// The current incarnation was taken from a report batch or a KV record outside the
+    /// start-up snapshot, and no heartbeat of it was heard yet: a life that is running (it just
+    /// published) rather than one that went silent. A live message of another incarnation does
+    /// not replace it while it is inactive, as it would a life that expired: that is a late or
+    /// duplicated heartbeat of the life it replaced (it raised its incarnation).
+    pub(crate) tentative: bool,
     /// Sequence of the latest accepted heartbeat (0 = none in this incarnation).
     pub(crate) hb_seq: u64,
     /// `hb_seq` came from a snapshot record, not a live heartbeat.
@@ -138,7 +144,7 @@ impl Member {
         let inactive = self.active_until.is_none();
         if incarnation == self.incarnation {
             IncarnationCheck::Current
-        } else if (live && inactive)
+        } else if (live && inactive && !self.tentative)
             || (incarnation > self.incarnation && incarnation > self.retired)
         {
             IncarnationCheck::Switch
@@ -218,6 +224,7 @@ impl Members {
             incarnation: 0,
             retired: 0,
             left: false,
+            tentative: false,
             hb_seq: 0,
             hb_from_record: false,
             last_heard: None,
@@ -438,11 +445,12 @@ impl Members {
 
     /// Switches `idx` to another incarnation (newer, or a lower one of a later life): deactivates
     /// it and drops all its reports.
-    /// Returns true if it was active.
+    /// `tentative`: see [`Member::tentative`]. Returns true if it was active.
     pub(crate) fn reset_incarnation(
         &mut self,
         idx: MemberIdx,
         incarnation: u64,
+        tentative: bool,
         now: Instant,
         view: &mut View,
     ) -> bool {
@@ -453,6 +461,7 @@ impl Members {
         // when its incarnation is larger (a clock that stepped back).
         m.retired = m.retired.max(m.incarnation);
         m.incarnation = incarnation;
+        m.tentative = tentative;
         m.left = false;
         m.snapshot_record = None;
         m.hb_seq = 0;

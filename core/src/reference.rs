@@ -30,6 +30,10 @@ struct Remote {
     retired: u64,
     /// It announced that it left (this incarnation).
     left: bool,
+    /// The incarnation came from a report batch or a KV record outside the snapshot, and no
+    /// heartbeat of it was heard: a running life, which a live message of another incarnation
+    /// does not replace (a late heartbeat of the life it replaced).
+    tentative: bool,
     /// Highest heartbeat sequence seen in this incarnation.
     hb_seq: u64,
     /// `hb_seq` came from a snapshot record (its live heartbeat still counts once).
@@ -431,17 +435,19 @@ impl Reference {
 
     /// The remote `node` at `incarnation`, or `None` if that incarnation is outdated: a live
     /// message of another incarnation is a later life when the current one is no longer
-    /// active; otherwise only a larger incarnation than every earlier life is.
+    /// active (unless the current one is tentative: a running life not yet heard); otherwise
+    /// only a larger incarnation than every earlier life is.
     fn remote(&mut self, node: &str, incarnation: u64, live: bool) -> Option<&mut Remote> {
         if node == self.node_id {
             return None;
         }
         let active = self.remotes.get(node).is_some_and(|r| self.is_active(r));
+        let reading = self.snapshot_reading;
         let r = self.remotes.entry(node.to_owned()).or_default();
         if incarnation != r.incarnation {
             // Only a running process speaks live; a newer life is news however it comes.
-            let switch =
-                (live && !active) || (incarnation > r.incarnation && incarnation > r.retired);
+            let switch = (live && !active && !r.tentative)
+                || (incarnation > r.incarnation && incarnation > r.retired);
             if !switch {
                 return None;
             }
@@ -449,6 +455,7 @@ impl Reference {
             *r = Remote {
                 incarnation,
                 retired,
+                tentative: !live && !reading,
                 ..Remote::default()
             };
         }
@@ -489,6 +496,7 @@ impl Reference {
             }
             r.hb_seq = seq;
             r.hb_from_record = !live;
+            r.tentative = false;
             r.last_heard = Some(r.last_heard.map_or(at, |t| t.max(at)));
         }
     }

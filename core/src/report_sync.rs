@@ -69,12 +69,17 @@ impl ReportSync {
     }
 
     /// The re-sync ended: a complete read holds everything that was durable when it began,
-    /// unless it was stale (it lacked the newest durable report): then it is as if it had
-    /// failed, and asked for again once its retry is due. Returns true for a stale read.
+    /// unless it was stale (it lacked the newest durable report: a lagging replica, which
+    /// needs time to catch up): then it is asked for again once its retry is due. A read that
+    /// failed (the KV out of reach) is over: the member's next announcement asks again, so a
+    /// KV back within a heartbeat interval is read then, not a TTL after the failed attempt.
+    /// Returns true for a stale read.
     pub(crate) fn resync_done(&mut self, complete: bool) -> bool {
         let stale = complete && self.read_seq < self.resync_kv_seq;
-        if complete && !stale {
-            self.synced_seq = self.synced_seq.max(self.resync_kv_seq);
+        if !stale {
+            if complete {
+                self.synced_seq = self.synced_seq.max(self.resync_kv_seq);
+            }
             self.resync_since = None;
         }
         stale
@@ -162,10 +167,15 @@ mod tests {
         s.resync_done(true);
         // Synced to 3 only: 4 and 5 may have been written after the read began.
         assert!(s.announce(5, 5, t(20), RETRY));
-        // An incomplete read trusts nothing, and the re-sync stays in flight.
+        // An incomplete read trusts nothing, and is over: the next announcement asks again.
         s.resync_started(t(20));
-        s.resync_done(false);
-        assert!(!s.announce(5, 5, t(30), RETRY));
+        s.read_report(5);
+        assert!(!s.resync_done(false), "failed, not stale");
+        assert_eq!(s.synced_seq, 3, "nothing trusted from a failed read");
+        assert!(
+            s.announce(5, 5, t(30), RETRY),
+            "asked again before its retry is due"
+        );
     }
 
     #[test]

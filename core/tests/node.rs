@@ -843,20 +843,22 @@ fn only_a_complete_read_of_reports_counts_as_synced() {
             complete: true,
         },
     );
-    // Neither made us believe we have report 2: after the retry delay (TTL) we ask again.
+    // Neither made us believe we have report 2: the failed read is over, so the member's next
+    // heartbeat asks again (not a TTL after the failed attempt).
     me.handle(at(2_000), peer.heartbeat(3, 2, 0));
-    assert!(
-        !drain(&mut me)
-            .iter()
-            .any(|o| matches!(o, Output::Resync { .. })),
-        "not before TTL"
-    );
-    me.handle(at(4_100), peer.heartbeat(4, 2, 0));
     assert!(
         drain(&mut me)
             .iter()
             .any(|o| matches!(o, Output::Resync { .. })),
         "asked again"
+    );
+    // That one is in flight: the next heartbeat does not ask a third time.
+    me.handle(at(2_500), peer.heartbeat(4, 2, 0));
+    assert!(
+        !drain(&mut me)
+            .iter()
+            .any(|o| matches!(o, Output::Resync { .. })),
+        "in flight"
     );
     assert_eq!(me.stats().resyncs_requested, 2);
 }

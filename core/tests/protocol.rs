@@ -407,6 +407,37 @@ fn a_member_that_restarted_with_its_clock_behind_is_accepted_once_its_earlier_li
 }
 
 #[test]
+fn a_late_heartbeat_of_the_life_a_member_raised_from_does_not_replace_it() {
+    // "a" restarted with its clock behind (life 3 below its earlier life 5), read the KV and
+    // raised to 6. Its batch of life 6 arrives before a duplicated heartbeat of life 3 that
+    // was sent before the raise: life 6 is running (it just published), not expired, so the
+    // late heartbeat is stale, and life 6's first heartbeat makes it active. Before, life 3
+    // took over and life 6 was retired for good: "a" was not counted until it restarted.
+    let mut me = synced(Policy::GlobalAnyHealthy, 51);
+    let (three, six) = (Peer::new("a", 3), Peer::new("a", 6));
+    me.handle(at(0), Peer::new("a", 5).heartbeat(1, 0, 0));
+    me.handle_timeout(at(3_001));
+    me.handle(at(3_500), three.heartbeat(1, 0, 0));
+    assert_eq!(incarnation_of(&me, "a"), 3);
+    me.handle(at(3_510), six.batch(1, 1, &[("web", 1, Healthy)]));
+    assert_eq!(incarnation_of(&me, "a"), 6);
+    let stale = |me: &Node| me.stats().dropped(DropReason::StaleIncarnation);
+    let before = stale(&me);
+    me.handle(at(3_520), three.heartbeat(2, 0, 0));
+    assert_eq!(stale(&me), before + 1, "life 3's late heartbeat is stale");
+    assert_eq!(incarnation_of(&me, "a"), 6);
+    drain(&mut me);
+    me.handle(at(3_530), six.heartbeat(1, 1, 0));
+    assert_eq!(drained(&mut me, "up a@6"), 1);
+    assert_eq!(verdict(&me, "web"), (Some(true), Source::Global));
+    // Once heard and then expired, life 6 is replaced by a live restart as any life is.
+    me.handle_timeout(at(6_600));
+    assert!(!is_active(&me, "a"));
+    me.handle(at(7_000), Peer::new("a", 4).heartbeat(1, 0, 0));
+    assert_eq!(incarnation_of(&me, "a"), 4);
+}
+
+#[test]
 fn a_member_whose_clock_stepped_back_twice_is_accepted_once_its_earlier_life_expired() {
     // Lives 5, then 3, then 4 (a second restart, the clock still behind the first life's).
     let mut me = synced(Policy::GlobalAnyHealthy, 51);

@@ -63,10 +63,14 @@ impl Node {
         match self.members.get(idx).check_incarnation(incarnation, live) {
             IncarnationCheck::Current => {}
             IncarnationCheck::Switch => {
-                if self
-                    .members
-                    .reset_incarnation(idx, incarnation, self.now, &mut self.view)
-                {
+                let tentative = !live && self.snapshot != Snapshot::Reading;
+                if self.members.reset_incarnation(
+                    idx,
+                    incarnation,
+                    tentative,
+                    self.now,
+                    &mut self.view,
+                ) {
                     self.member_down(idx, DownReason::Restarted);
                 }
             }
@@ -129,6 +133,7 @@ impl Node {
         }
         m.hb_seq = hb.seq;
         m.hb_from_record = !live;
+        m.tentative = false;
         m.clock_offset_ms = clock_offset_ms;
         if live {
             self.stats.count_received(MessageKind::Heartbeat);
