@@ -12,6 +12,8 @@
 //! | `gslbd_state_dropped_total{reason}` | inputs dropped, by reason |
 //! | `gslbd_state_endpoints` | endpoints known |
 //! | `gslbd_state_resyncs_total` | re-syncs of one member's reports from the KV |
+//! | `gslbd_state_stale_reads_total` | KV reads not trusted: they lacked a report the member said was durable (a lagging replica); read again |
+//! | `gslbd_state_messages_lost_total` | messages lost before they were read (a slow consumer): each loss makes the node re-read the members bucket and re-sync who it missed |
 //! | `gslbd_state_config_events_total{result}` | config versions `applied`, `rejected`, `ignored`, `failed` |
 //! | `gslbd_state_config_version` | config version in force |
 //! | `gslbd_state_permission_denied_total{operation}` | the server refused a `publish` or `subscribe` (see SECURITY.md) |
@@ -102,6 +104,10 @@ pub struct Metrics {
     pub endpoints: Gauge,
     /// `gslbd_state_resyncs_total`.
     pub resyncs: Counter,
+    /// `gslbd_state_stale_reads_total` (the core's [`Stats::stale_reads`]).
+    pub stale_reads: Counter,
+    /// `gslbd_state_messages_lost_total` (the core's [`Stats::messages_lost`]).
+    pub messages_lost: Counter,
     /// `gslbd_state_config_events_total{result}`.
     pub config_events: Family<ResultLabel, Counter>,
     /// `gslbd_state_config_version`.
@@ -116,6 +122,9 @@ pub struct Metrics {
     decisions_by_source: [Gauge; SOURCES.len()],
     /// Last core drop counts seen, to turn totals into increments.
     dropped_seen: [AtomicU64; DropReason::ALL.len()],
+    /// Last core `stale_reads` and `messages_lost` seen.
+    stale_reads_seen: AtomicU64,
+    messages_lost_seen: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -138,6 +147,8 @@ impl Metrics {
         let dropped = Family::default();
         let endpoints = Gauge::default();
         let resyncs = Counter::default();
+        let stale_reads = Counter::default();
+        let messages_lost = Counter::default();
         let config_events = Family::default();
         let config_version = Gauge::default();
         let permission_denied = Family::default();
@@ -198,6 +209,16 @@ impl Metrics {
             resyncs.clone(),
         );
         registry.register(
+            "gslbd_state_stale_reads",
+            "KV reads not trusted because they lacked a report the member said was durable (a lagging replica)",
+            stale_reads.clone(),
+        );
+        registry.register(
+            "gslbd_state_messages_lost",
+            "Messages lost before they were read (a slow consumer)",
+            messages_lost.clone(),
+        );
+        registry.register(
             "gslbd_state_config_events",
             "Config versions by result (applied, rejected, ignored, failed)",
             config_events.clone(),
@@ -229,12 +250,16 @@ impl Metrics {
             dropped,
             endpoints,
             resyncs,
+            stale_reads,
+            messages_lost,
             config_events,
             config_version,
             permission_denied,
             decisions,
             decisions_by_source,
             dropped_seen: std::array::from_fn(|_| AtomicU64::new(0)),
+            stale_reads_seen: AtomicU64::new(0),
+            messages_lost_seen: AtomicU64::new(0),
         }
     }
 
@@ -310,8 +335,21 @@ impl Metrics {
             .set(endpoints.saturating_sub(known).max(0));
     }
 
-    /// Brings the drop counters up to the core's totals.
-    pub(crate) fn sync_drops(&self, stats: &Stats) {
+    /// Brings the counters kept by the core (drops, stale reads, messages lost) up to its
+    /// totals.
+    pub(crate) fn sync_stats(&self, stats: &Stats) {
+        let up_to = |counter: &Counter, seen: &AtomicU64, total: u64| {
+            let before = seen.swap(total, Ordering::Relaxed);
+            if total > before {
+                counter.inc_by(total - before);
+            }
+        };
+        up_to(&self.stale_reads, &self.stale_reads_seen, stats.stale_reads);
+        up_to(
+            &self.messages_lost,
+            &self.messages_lost_seen,
+            stats.messages_lost,
+        );
         for (i, reason) in DropReason::ALL.into_iter().enumerate() {
             let total = stats.dropped(reason);
             let seen = self.dropped_seen[i].swap(total, Ordering::Relaxed);
@@ -346,6 +384,24 @@ mod tests {
             "gslbd_state_nats_received_total{type=\"health\"} 1",
             "gslbd_state_kv_put_total{bucket=\"gslb_c_health\",result=\"ok\"} 1",
             "gslbd_state_kv_get_total{bucket=\"gslb_c_members\",result=\"error\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_cores_totals_become_counter_increments() {
+        let m = Metrics::new();
+        let mut stats = Stats::default();
+        (stats.stale_reads, stats.messages_lost) = (2, 5);
+        m.sync_stats(&stats);
+        m.sync_stats(&stats);
+        stats.messages_lost = 7;
+        m.sync_stats(&stats);
+        let text = m.encode();
+        for line in [
+            "gslbd_state_stale_reads_total 2",
+            "gslbd_state_messages_lost_total 7",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -125,7 +125,7 @@ impl Driver {
     pub(super) fn check_state(&mut self) {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         self.set_connected(connected);
-        self.metrics.sync_drops(self.node.stats());
+        self.metrics.sync_stats(self.node.stats());
     }
 
     /// Reconnects (new TLS handshake with the files as they are now), without losing state.
