@@ -93,6 +93,14 @@ async fn three_nodes_converge_a_flip_reaches_every_other_and_metrics_count_it() 
             .unwrap_or_else(|e| panic!("{e}\n{}", n1.metrics().encode()));
     }
 
+    // The flip's durable write trails its publish (kv_write_delay): await its ack.
+    let flip_written = "gslbd_state_kv_put_total{bucket=\"gslb_c1_health\",result=\"ok\"}";
+    wait_until(SOON, flip_written, || async {
+        metric(&n1, flip_written).is_some_and(|v| v >= 2.0)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", n1.metrics().encode()));
+
     // The guide's metric names, with values that show the traffic above.
     let text = n1.metrics().encode();
     let at_least = |series: &str, min: f64| {

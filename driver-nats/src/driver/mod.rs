@@ -180,7 +180,26 @@ pub(crate) async fn run(
             command = commands.recv() => match command {
                 None => break None,
                 Some(Command::Shutdown { done, leave }) => break Some((done, leave)),
-                Some(command) => d.on_command(command),
+                Some(command) => {
+                    // Every command already queued goes in before the outputs are carried
+                    // out: a burst of set_health calls leaves as a few report batches instead
+                    // of one message per change (and one turn of every receiver's loop each).
+                    d.on_command(command);
+                    let mut stop = None;
+                    for _ in 0..MAX_MESSAGES_PER_TURN {
+                        match commands.try_recv() {
+                            Ok(Command::Shutdown { done, leave }) => {
+                                stop = Some(Some((done, leave)));
+                                break;
+                            }
+                            Ok(command) => d.on_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(stop) = stop {
+                        break stop;
+                    }
+                }
             },
             Some(message) = subscription.next() => {
                 d.on_message(message);
