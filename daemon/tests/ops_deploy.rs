@@ -36,13 +36,14 @@ const GUIDE_METRICS: [&str; 11] = [
 ];
 
 /// What the alert rules must watch.
-const ALERTED_METRICS: [&str; 6] = [
+const ALERTED_METRICS: [&str; 7] = [
     "gslbd_state_nats_connected",
     "gslbd_state_active_members",
     "gslbd_state_kv_put_total",
     "gslbd_state_config_events_total",
     "gslbd_state_permission_denied_total",
     "gslbd_state_decisions",
+    "gslbd_state_messages_lost_total",
 ];
 
 /// Series Prometheus makes itself, not the daemon.
