@@ -89,12 +89,14 @@ pub(crate) struct Member {
     pub(crate) retired: u64,
     /// The member announced that it left (this incarnation).
     pub(crate) left: bool,
-    /// The current incarnation was taken from a report batch or a KV record outside the
-    /// start-up snapshot, and no heartbeat of it was heard yet: a life that is running (it just
-    /// published) rather than one that went silent. A live message of another incarnation does
-    /// not replace it while it is inactive, as it would a life that expired: that is a late or
-    /// duplicated heartbeat of the life it replaced (it raised its incarnation).
-    pub(crate) tentative: bool,
+    /// `Some(until)` when the current incarnation was taken from a report batch or a KV
+    /// record outside the start-up snapshot, and no heartbeat of it was heard yet: until a
+    /// TTL after that, it is a life that is running (it just published) rather than one that
+    /// went silent. A live message of another incarnation does not replace it meanwhile, as it
+    /// would a life that expired: that is a late or duplicated heartbeat of the life it
+    /// replaced (it raised its incarnation). A tentative life never heard within the TTL is
+    /// taken for expired.
+    pub(crate) tentative_until: Option<Instant>,
     /// Sequence of the latest accepted heartbeat (0 = none in this incarnation).
     pub(crate) hb_seq: u64,
     /// `hb_seq` came from a snapshot record, not a live heartbeat.
@@ -140,11 +142,17 @@ impl Member {
     /// Judges `incarnation` against the current one. `live` is true for a live message (a
     /// heartbeat or a leave): only a running process sends those, so while the current life
     /// is inactive any other incarnation that speaks live is the member's life now.
-    pub(crate) fn check_incarnation(&self, incarnation: u64, live: bool) -> IncarnationCheck {
+    pub(crate) fn check_incarnation(
+        &self,
+        incarnation: u64,
+        live: bool,
+        now: Instant,
+    ) -> IncarnationCheck {
         let inactive = self.active_until.is_none();
+        let tentative = self.tentative_until.is_some_and(|until| now < until);
         if incarnation == self.incarnation {
             IncarnationCheck::Current
-        } else if (live && inactive && !self.tentative)
+        } else if (live && inactive && !tentative)
             || (incarnation > self.incarnation && incarnation > self.retired)
         {
             IncarnationCheck::Switch
@@ -224,7 +232,7 @@ impl Members {
             incarnation: 0,
             retired: 0,
             left: false,
-            tentative: false,
+            tentative_until: None,
             hb_seq: 0,
             hb_from_record: false,
             last_heard: None,
@@ -445,12 +453,12 @@ impl Members {
 
     /// Switches `idx` to another incarnation (newer, or a lower one of a later life): deactivates
     /// it and drops all its reports.
-    /// `tentative`: see [`Member::tentative`]. Returns true if it was active.
+    /// `tentative_until`: see [`Member::tentative_until`]. Returns true if it was active.
     pub(crate) fn reset_incarnation(
         &mut self,
         idx: MemberIdx,
         incarnation: u64,
-        tentative: bool,
+        tentative_until: Option<Instant>,
         now: Instant,
         view: &mut View,
     ) -> bool {
@@ -461,7 +469,7 @@ impl Members {
         // when its incarnation is larger (a clock that stepped back).
         m.retired = m.retired.max(m.incarnation);
         m.incarnation = incarnation;
-        m.tentative = tentative;
+        m.tentative_until = tentative_until;
         m.left = false;
         m.snapshot_record = None;
         m.hb_seq = 0;

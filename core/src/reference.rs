@@ -31,9 +31,10 @@ struct Remote {
     /// It announced that it left (this incarnation).
     left: bool,
     /// The incarnation came from a report batch or a KV record outside the snapshot, and no
-    /// heartbeat of it was heard: a running life, which a live message of another incarnation
-    /// does not replace (a late heartbeat of the life it replaced).
-    tentative: bool,
+    /// heartbeat of it was heard: until this instant (a TTL later, ns), a running life, which
+    /// a live message of another incarnation does not replace (a late heartbeat of the life it
+    /// replaced).
+    tentative_until: Option<i128>,
     /// Highest heartbeat sequence seen in this incarnation.
     hb_seq: u64,
     /// `hb_seq` came from a snapshot record (its live heartbeat still counts once).
@@ -443,10 +444,13 @@ impl Reference {
         }
         let active = self.remotes.get(node).is_some_and(|r| self.is_active(r));
         let reading = self.snapshot_reading;
+        let now = self.now_ns();
+        let ttl = i128::try_from(self.state.heartbeat_ttl.as_nanos()).unwrap_or(i128::MAX);
         let r = self.remotes.entry(node.to_owned()).or_default();
         if incarnation != r.incarnation {
             // Only a running process speaks live; a newer life is news however it comes.
-            let switch = (live && !active && !r.tentative)
+            let tentative = r.tentative_until.is_some_and(|until| now < until);
+            let switch = (live && !active && !tentative)
                 || (incarnation > r.incarnation && incarnation > r.retired);
             if !switch {
                 return None;
@@ -455,7 +459,7 @@ impl Reference {
             *r = Remote {
                 incarnation,
                 retired,
-                tentative: !live && !reading,
+                tentative_until: (!live && !reading).then(|| now.saturating_add(ttl)),
                 ..Remote::default()
             };
         }
@@ -496,7 +500,7 @@ impl Reference {
             }
             r.hb_seq = seq;
             r.hb_from_record = !live;
-            r.tentative = false;
+            r.tentative_until = None;
             r.last_heard = Some(r.last_heard.map_or(at, |t| t.max(at)));
         }
     }

@@ -438,6 +438,23 @@ fn a_late_heartbeat_of_the_life_a_member_raised_from_does_not_replace_it() {
 }
 
 #[test]
+fn a_life_known_only_from_its_batch_and_never_heard_is_taken_for_expired_after_a_ttl() {
+    // Life 6 published a batch and died before its first heartbeat; the member restarts with
+    // its clock behind (life 4) and no record of life 6 to raise above. Within a TTL of the
+    // batch, life 4's heartbeat is taken for a late one of an earlier life; after it, life 4
+    // is the member's life.
+    let mut me = synced(Policy::GlobalAnyHealthy, 51);
+    let four = Peer::new("a", 4);
+    me.handle(at(0), Peer::new("a", 6).batch(1, 1, &[("web", 1, Healthy)]));
+    assert_eq!(incarnation_of(&me, "a"), 6);
+    me.handle(at(2_999), four.heartbeat(1, 0, 0));
+    assert_eq!(incarnation_of(&me, "a"), 6, "within the TTL (3 s)");
+    me.handle(at(3_000), four.heartbeat(2, 0, 0));
+    assert_eq!(incarnation_of(&me, "a"), 4, "a TTL after life 6's batch");
+    assert!(is_active(&me, "a"));
+}
+
+#[test]
 fn a_member_whose_clock_stepped_back_twice_is_accepted_once_its_earlier_life_expired() {
     // Lives 5, then 3, then 4 (a second restart, the clock still behind the first life's).
     let mut me = synced(Policy::GlobalAnyHealthy, 51);

@@ -60,10 +60,15 @@ impl Node {
             self.stats.drop(DropReason::MemberLimit);
             return None;
         };
-        match self.members.get(idx).check_incarnation(incarnation, live) {
+        match self
+            .members
+            .get(idx)
+            .check_incarnation(incarnation, live, self.now)
+        {
             IncarnationCheck::Current => {}
             IncarnationCheck::Switch => {
-                let tentative = !live && self.snapshot != Snapshot::Reading;
+                let tentative =
+                    (!live && self.snapshot != Snapshot::Reading).then(|| self.now + self.ttl());
                 if self.members.reset_incarnation(
                     idx,
                     incarnation,
@@ -133,7 +138,7 @@ impl Node {
         }
         m.hb_seq = hb.seq;
         m.hb_from_record = !live;
-        m.tentative = false;
+        m.tentative_until = None;
         m.clock_offset_ms = clock_offset_ms;
         if live {
             self.stats.count_received(MessageKind::Heartbeat);
