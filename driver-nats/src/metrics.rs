@@ -338,30 +338,29 @@ impl Metrics {
     /// Brings the counters kept by the core (drops, stale reads, messages lost) up to its
     /// totals.
     pub(crate) fn sync_stats(&self, stats: &Stats) {
-        let up_to = |counter: &Counter, seen: &AtomicU64, total: u64| {
-            let before = seen.swap(total, Ordering::Relaxed);
-            if total > before {
-                counter.inc_by(total - before);
-            }
-        };
-        up_to(&self.stale_reads, &self.stale_reads_seen, stats.stale_reads);
-        up_to(
-            &self.messages_lost,
-            &self.messages_lost_seen,
-            stats.messages_lost,
-        );
+        if let Some(n) = increment(&self.stale_reads_seen, stats.stale_reads) {
+            self.stale_reads.inc_by(n);
+        }
+        if let Some(n) = increment(&self.messages_lost_seen, stats.messages_lost) {
+            self.messages_lost.inc_by(n);
+        }
         for (i, reason) in DropReason::ALL.into_iter().enumerate() {
-            let total = stats.dropped(reason);
-            let seen = self.dropped_seen[i].swap(total, Ordering::Relaxed);
-            if total > seen {
+            // A reason's series appears with its first drop.
+            if let Some(n) = increment(&self.dropped_seen[i], stats.dropped(reason)) {
                 self.dropped
                     .get_or_create(&ReasonLabel {
                         reason: reason.as_str(),
                     })
-                    .inc_by(total - seen);
+                    .inc_by(n);
             }
         }
     }
+}
+
+/// How far the core's `total` moved past the total last `seen` (which becomes `total`).
+fn increment(seen: &AtomicU64, total: u64) -> Option<u64> {
+    let before = seen.swap(total, Ordering::Relaxed);
+    (total > before).then(|| total - before)
 }
 
 #[cfg(test)]

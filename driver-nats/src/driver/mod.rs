@@ -185,19 +185,19 @@ pub(crate) async fn run(
                     // out: a burst of set_health calls leaves as a few report batches instead
                     // of one message per change (and one turn of every receiver's loop each).
                     d.on_command(command);
-                    let mut stop = None;
+                    let mut shutdown = None;
                     for _ in 0..MAX_MESSAGES_PER_TURN {
                         match commands.try_recv() {
                             Ok(Command::Shutdown { done, leave }) => {
-                                stop = Some(Some((done, leave)));
+                                shutdown = Some((done, leave));
                                 break;
                             }
                             Ok(command) => d.on_command(command),
                             Err(_) => break,
                         }
                     }
-                    if let Some(stop) = stop {
-                        break stop;
+                    if shutdown.is_some() {
+                        break shutdown;
                     }
                 }
             },
