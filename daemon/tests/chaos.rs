@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use gslb_state_core::codec::{self, Message, ReportState};
 use gslb_state_core::policy::{QuorumScope, RegionCounts, RemoteCounts, Rule, decide};
 use gslb_state_core::{Names, Policy};
+use gslb_state_tests::measure::proc_status_kb;
 use gslb_state_tests::{
     DaemonProcess, LinkMode, NatsCluster, Proxy, ServerOpts, wait_until_blocking,
 };
@@ -414,14 +415,7 @@ impl Soak {
             .enumerate()
             .filter_map(|(i, d)| {
                 let pid = d.as_ref()?.pid()?;
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                let kb: u64 = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()?;
+                let kb = proc_status_kb(pid, "VmRSS:")?;
                 Some((name(i), kb * 1024))
             })
             .collect()

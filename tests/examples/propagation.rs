@@ -39,6 +39,7 @@ use gslb_state_core::codec::{MemberRecord, Message, ReportRecord, ReportState, e
 use gslb_state_core::{Bucket, Config, Names, Source};
 use gslb_state_nats::hops::{self, Hop};
 use gslb_state_nats::{Event, Handle, NodeOptions};
+use gslb_state_tests::measure::{percentile, proc_status_kb};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -54,14 +55,6 @@ fn config(cluster_id: &str, urls: &[String], ttl: &str) -> Res<Config> {
          nats:\n  servers: [{}]\n  pingInterval: \"2s\"\n  jetStream:\n    domain: \"{DEFAULT_DOMAIN}\"\n",
         servers.join(", ")
     ))?)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -457,14 +450,7 @@ async fn daemon_rss(
     }
     let took = start.elapsed();
     let pid = d.pid().ok_or("the daemon exited")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = |field: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
+    let kb = |field: &str| proc_status_kb(pid, field).unwrap_or(0);
     println!(
         "daemon RSS: {} MB holding {writers} members x {reports} endpoints ({} MB at its peak; loaded in {:.1} s; target <= 150 MB)",
         kb("VmRSS:") / 1024,

@@ -50,6 +50,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gslb_state_core::{Config, DropReason, Source};
 use gslb_state_nats::{Event, Handle, NodeOptions};
+use gslb_state_sim::rng::Rng;
+use gslb_state_tests::measure::{percentile, proc_status_kb};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts, metric_value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -136,22 +138,6 @@ fn marker_name(node: usize, m: usize) -> String {
 fn parse_marker(name: &str) -> Option<(usize, usize)> {
     let (node, m) = name.strip_prefix("mk-n")?.split_once('-')?;
     Some((node.parse().ok()?, m.parse().ok()?))
-}
-
-/// xorshift64*: random flips without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,9 +276,9 @@ fn node_main(args: &[String]) -> Res<()> {
     writeln!(out, "ready")?;
     out.flush()?;
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (me as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    let mut rng = Rng::new(me as u64);
     let names: Vec<String> = (0..endpoints).map(endpoint_name).collect();
-    let mut state: Vec<bool> = (0..endpoints).map(|_| rng.next() & 1 == 1).collect();
+    let mut state: Vec<bool> = (0..endpoints).map(|_| rng.next_u64() & 1 == 1).collect();
     let marker_names: Vec<String> = (0..markers).map(|m| marker_name(me, m)).collect();
     let mut marker_state = vec![false; markers];
     let mut toggles: Vec<(usize, bool, u64)> = Vec::new();
@@ -400,7 +386,7 @@ fn node_main(args: &[String]) -> Res<()> {
                     }
                     let due = (elapsed.as_secs_f64() * rate) as u64;
                     for _ in 0..due.saturating_sub(issued).min(burst) {
-                        let e = rng.below(endpoints);
+                        let e = rng.below(endpoints as u64) as usize;
                         state[e] = !state[e];
                         handle.set_health(&names[e], Some(state[e]))?;
                         issued += 1;
@@ -605,18 +591,6 @@ fn host_ticks() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// VmRSS of `pid`, in kB.
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -630,13 +604,6 @@ fn server_slow_consumers(cluster: &NatsCluster) -> u64 {
         .iter()
         .filter_map(|s| s.monitor_json("/varz").ok()?["slow_consumers"].as_u64())
         .sum()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -700,7 +667,12 @@ fn run_step(
     let others =
         (host_busy * cores as f64 - node_cpu.iter().sum::<f64>() - server_cpu.iter().sum::<f64>())
             .max(0.0);
-    let rss_max_mb = pids.iter().map(|p| rss_kb(*p)).max().unwrap_or(0) as f64 / 1024.0;
+    let rss_max_mb = pids
+        .iter()
+        .map(|p| proc_status_kb(*p, "VmRSS:").unwrap_or(0))
+        .max()
+        .unwrap_or(0) as f64
+        / 1024.0;
     let done = nodes.until("done", Duration::from_secs(120))?;
     let issued: u64 = done
         .iter()

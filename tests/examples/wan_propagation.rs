@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gslb_state_core::{Config, Source};
 use gslb_state_nats::{Event, Handle, NodeOptions};
+use gslb_state_tests::measure::percentile;
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsSuperCluster, ServerOpts};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -39,14 +40,6 @@ fn config(urls: &[String], region: &str) -> Res<Config> {
          nats:\n  servers: [{}]\n  pingInterval: \"2s\"\n  jetStream:\n    domain: \"{DEFAULT_DOMAIN}\"\n    regions: [eu, us, ap]\n",
         servers.join(", ")
     ))?)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn ms(d: Duration) -> f64 {

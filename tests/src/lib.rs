@@ -12,6 +12,8 @@
 //!   gateways through such proxies: cut, blackhole or delay a region's links.
 //! * [`http`]: a blocking HTTP/1.1 client for monitor ports and the daemon's API.
 //! * [`metrics`]: [`metric_value`], one series read from Prometheus/OpenMetrics text.
+//! * [`measure`]: [`percentile`](measure::percentile) and a field of `/proc/<pid>/status`, for
+//!   the benchmarks and soaks.
 //! * [`wait`]: [`wait_for`], [`wait_until`] and their blocking variants: poll with a deadline.
 //! * [`HarnessError`]: what went wrong, with everything needed to debug it.
 //!
@@ -26,6 +28,7 @@
 pub mod daemon;
 pub mod error;
 pub mod http;
+pub mod measure;
 pub mod metrics;
 pub mod nats_server;
 pub mod proxy;

@@ -1,0 +1,48 @@
+//! Small measuring aids of the benchmarks and soaks: percentiles of samples and what `/proc`
+//! says of a process.
+
+use std::time::Duration;
+
+/// The `p` quantile (0.0 to 1.0) of `sorted` samples, nearest rank; zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// A kB field of `/proc/<pid>/status` (`"VmRSS:"`, `"VmHWM:"`, ...); `None` when the process
+/// or the field is gone.
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let samples: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(percentile(&samples, 0.50), ms(51));
+        assert_eq!(percentile(&samples, 0.99), ms(99));
+        assert_eq!(percentile(&samples, 1.0), ms(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn our_own_resident_memory_is_read() {
+        let kb = proc_status_kb(std::process::id(), "VmRSS:").expect("VmRSS of this process");
+        assert!(kb > 0);
+        assert_eq!(proc_status_kb(std::process::id(), "NoSuchField:"), None);
+    }
+}
