@@ -143,7 +143,61 @@ pub struct MemberRecord<'a> {
     pub report_seq: u64,
     /// Every report change up to this sequence is stored in the KV.
     pub kv_seq: u64,
+    /// The node's compacted snapshot of its reports, if it has written one (kind 6 on the
+    /// wire; a record without one keeps kind 3, which every build reads). Never in a
+    /// [`Message::Leave`].
+    #[serde(skip)]
+    pub snapshot: Option<SnapshotRef>,
 }
+
+/// Names a node's compacted snapshot of its own reports: `chunks` values of
+/// [`ReportChunk`] under the keys [`Names::chunk_key`](crate::Names::chunk_key)`(node, gen, i)`
+/// in its health bucket, holding every report of incarnation `incarnation` as of report
+/// sequence `seq`. Every report key the node wrote after them has a KV revision above
+/// `revision`, so a reader that has the chunks needs only the report keys written after
+/// `revision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The incarnation whose reports the chunks hold.
+    pub incarnation: u64,
+    /// The compaction's number (from 1), stored in every chunk.
+    pub generation: u64,
+    /// How many chunks, at most [`MAX_SNAPSHOT_CHUNKS`].
+    pub chunks: u32,
+    /// The highest report sequence in the chunks.
+    pub seq: u64,
+    /// The highest KV revision of the node's report writes acknowledged before the
+    /// compaction began.
+    pub revision: u64,
+}
+
+/// One piece of a node's compacted snapshot ([`SnapshotRef`]): the reports `items`, each the
+/// node's newest of its endpoint as of the compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportChunk<'a> {
+    /// Cluster id.
+    pub cluster: &'a str,
+    /// Node id.
+    pub node: &'a str,
+    /// The incarnation whose reports these are.
+    pub incarnation: u64,
+    /// The compaction's number ([`SnapshotRef::generation`]).
+    pub generation: u64,
+    /// This chunk's place, from 0.
+    pub index: u32,
+    /// How many chunks the compaction wrote.
+    pub chunks: u32,
+    /// The reports.
+    #[serde(borrow)]
+    pub items: Vec<ReportItem<'a>>,
+}
+
+/// Most chunks in one compacted snapshot (at [`CHUNK_TARGET_BYTES`] each: 256 MiB).
+pub const MAX_SNAPSHOT_CHUNKS: u32 = 1024;
+/// Most reports in one chunk.
+pub const MAX_CHUNK_ITEMS: usize = 1 << 16;
+/// A chunk is closed once its reports reach this many bytes (encoded).
+pub const CHUNK_TARGET_BYTES: usize = 256 * 1024;
 
 /// A node's report on one endpoint, the value under `<node>.<endpoint>` in the health bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +233,8 @@ pub enum Message<'a> {
     /// subject and written as its membership record, so peers drop it at once and a later
     /// snapshot knows it left.
     Leave(MemberRecord<'a>),
+    /// A piece of a node's compacted snapshot (health bucket).
+    Chunk(ReportChunk<'a>),
 }
 
 impl Message<'_> {
@@ -186,9 +242,11 @@ impl Message<'_> {
         match self {
             Message::Heartbeat(_) => 1,
             Message::Reports(_) => 2,
+            Message::Member(m) if m.snapshot.is_some() => 6,
             Message::Member(_) => 3,
             Message::Report(_) => 4,
             Message::Leave(_) => 5,
+            Message::Chunk(_) => 7,
         }
     }
 
@@ -200,6 +258,7 @@ impl Message<'_> {
             Message::Member(m) => m.cluster,
             Message::Report(m) => m.cluster,
             Message::Leave(m) => m.cluster,
+            Message::Chunk(m) => m.cluster,
         }
     }
 
@@ -211,6 +270,7 @@ impl Message<'_> {
             Message::Member(m) => m.node,
             Message::Report(m) => m.node,
             Message::Leave(m) => m.node,
+            Message::Chunk(m) => m.node,
         }
     }
 }
@@ -265,9 +325,13 @@ pub fn encode(msg: &Message<'_>) -> Bytes {
     let out = match msg {
         Message::Heartbeat(m) => postcard::to_extend(m, out),
         Message::Reports(m) => postcard::to_extend(m, out),
-        Message::Member(m) => postcard::to_extend(m, out),
+        Message::Member(m) => match &m.snapshot {
+            Some(snapshot) => postcard::to_extend(&(m, snapshot), out),
+            None => postcard::to_extend(m, out),
+        },
         Message::Report(m) => postcard::to_extend(m, out),
         Message::Leave(m) => postcard::to_extend(m, out),
+        Message::Chunk(m) => postcard::to_extend(m, out),
     }
     .expect("postcard serialization into a Vec cannot fail for derived types");
     assert!(
@@ -296,6 +360,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         3 => Message::Member(body_of(body)?),
         4 => Message::Report(body_of(body)?),
         5 => Message::Leave(body_of(body)?),
+        6 => {
+            let (mut record, snapshot): (MemberRecord<'_>, SnapshotRef) = body_of(body)?;
+            record.snapshot = Some(snapshot);
+            Message::Member(record)
+        }
+        7 => Message::Chunk(body_of(body)?),
         k => return Err(DecodeError::UnknownKind(k)),
     };
     validate(&msg)?;
@@ -364,6 +434,35 @@ fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
             check_seq(m.hb_seq)?;
             check_seq(m.report_seq)?;
             check_seq(m.kv_seq)?;
+            if let Some(s) = &m.snapshot {
+                check_seq(s.seq)?;
+                if s.chunks == 0 || s.chunks > MAX_SNAPSHOT_CHUNKS || s.generation == 0 {
+                    return Err(DecodeError::Invalid("bad snapshot reference"));
+                }
+            }
+        }
+        Message::Chunk(m) => {
+            if m.items.len() > MAX_CHUNK_ITEMS {
+                return Err(DecodeError::Invalid("too many reports in chunk"));
+            }
+            if m.chunks == 0 || m.chunks > MAX_SNAPSHOT_CHUNKS || m.index >= m.chunks {
+                return Err(DecodeError::Invalid("chunk index out of range"));
+            }
+            if m.generation == 0 {
+                return Err(DecodeError::Invalid("chunk generation 0"));
+            }
+            for item in &m.items {
+                check_str(
+                    item.endpoint,
+                    MAX_ENDPOINT_NAME_BYTES,
+                    false,
+                    "bad endpoint name",
+                )?;
+                if item.seq == 0 {
+                    return Err(DecodeError::Invalid("report sequence 0"));
+                }
+                check_seq(item.seq)?;
+            }
         }
         Message::Report(m) => {
             check_str(
@@ -436,6 +535,7 @@ mod tests {
             sent_unix_ms: 3,
             report_seq: 4,
             kv_seq: 4,
+            snapshot: None,
         });
         let report = Message::Report(ReportRecord {
             cluster: "c",
@@ -454,6 +554,199 @@ mod tests {
             let bytes = encode(&m);
             assert_eq!(decode(&bytes).unwrap(), m);
         }
+    }
+
+    fn snapshot_ref() -> SnapshotRef {
+        SnapshotRef {
+            incarnation: 7,
+            generation: 3,
+            chunks: 2,
+            seq: 41,
+            revision: 1_000_000,
+        }
+    }
+
+    fn member(snapshot: Option<SnapshotRef>) -> MemberRecord<'static> {
+        MemberRecord {
+            cluster: "c",
+            node: "n1",
+            region: "eu",
+            incarnation: 7,
+            hb_seq: 2,
+            sent_unix_ms: 3,
+            report_seq: 41,
+            kv_seq: 40,
+            snapshot,
+        }
+    }
+
+    fn chunk(items: Vec<ReportItem<'static>>) -> ReportChunk<'static> {
+        ReportChunk {
+            cluster: "c",
+            node: "n1",
+            incarnation: 7,
+            generation: 3,
+            index: 1,
+            chunks: 2,
+            items,
+        }
+    }
+
+    #[test]
+    fn a_record_naming_a_snapshot_is_kind_6_and_round_trips() {
+        let named = Message::Member(member(Some(snapshot_ref())));
+        let bytes = encode(&named);
+        assert_eq!(bytes[3], 6);
+        assert_eq!(decode(&bytes).unwrap(), named);
+        // Without one, it stays kind 3, byte for byte what earlier builds wrote and read.
+        let plain = encode(&Message::Member(member(None)));
+        assert_eq!(plain[3], 3);
+        assert_eq!(decode(&plain).unwrap(), Message::Member(member(None)));
+        assert!(plain.len() < bytes.len());
+        // Kind 6 is the kind-3 body followed by the reference.
+        assert_eq!(bytes[HEADER_BYTES..plain.len()], plain[HEADER_BYTES..]);
+        // Cut anywhere in the reference, or with a byte more, it is malformed.
+        for len in plain.len()..bytes.len() {
+            assert_eq!(decode(&bytes[..len]), Err(DecodeError::Malformed), "{len}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(DecodeError::Malformed));
+        // A kind-3 body under kind 6 lacks the reference.
+        let mut relabelled = plain.to_vec();
+        relabelled[3] = 6;
+        assert_eq!(decode(&relabelled), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn a_leave_never_carries_a_snapshot() {
+        let bytes = encode(&Message::Leave(member(Some(snapshot_ref()))));
+        assert_eq!(bytes[3], 5);
+        assert_eq!(decode(&bytes).unwrap(), Message::Leave(member(None)));
+    }
+
+    #[test]
+    fn a_chunk_is_kind_7_and_round_trips() {
+        let c = Message::Chunk(chunk(vec![
+            ReportItem {
+                endpoint: "web",
+                seq: 40,
+                state: ReportState::Healthy,
+            },
+            ReportItem {
+                endpoint: "db ☃",
+                seq: MAX_SEQ,
+                state: ReportState::Withdrawn,
+            },
+        ]));
+        let bytes = encode(&c);
+        assert_eq!(bytes[3], 7);
+        assert_eq!(decode(&bytes).unwrap(), c);
+        assert_eq!((c.cluster(), c.node()), ("c", "n1"));
+        // A snapshot of no reports is one empty chunk.
+        let empty = Message::Chunk(chunk(Vec::new()));
+        assert_eq!(decode(&encode(&empty)).unwrap(), empty);
+    }
+
+    #[test]
+    fn snapshot_references_and_chunks_keep_their_bounds() {
+        let invalid = |m: Message<'_>| match decode(&encode(&m)) {
+            Err(DecodeError::Invalid(why)) => why,
+            other => panic!("{m:?} decoded to {other:?}"),
+        };
+        for bad in [
+            SnapshotRef {
+                chunks: 0,
+                ..snapshot_ref()
+            },
+            SnapshotRef {
+                chunks: MAX_SNAPSHOT_CHUNKS + 1,
+                ..snapshot_ref()
+            },
+            SnapshotRef {
+                generation: 0,
+                ..snapshot_ref()
+            },
+        ] {
+            assert_eq!(
+                invalid(Message::Member(member(Some(bad)))),
+                "bad snapshot reference"
+            );
+        }
+        let bad_seq = SnapshotRef {
+            seq: MAX_SEQ + 1,
+            ..snapshot_ref()
+        };
+        assert_eq!(
+            invalid(Message::Member(member(Some(bad_seq)))),
+            "sequence out of range"
+        );
+        // The largest of each is fine; the revision may be anything.
+        let largest = SnapshotRef {
+            chunks: MAX_SNAPSHOT_CHUNKS,
+            seq: MAX_SEQ,
+            revision: u64::MAX,
+            generation: u64::MAX,
+            incarnation: u64::MAX,
+        };
+        assert!(decode(&encode(&Message::Member(member(Some(largest))))).is_ok());
+
+        let item = |endpoint, seq| ReportItem {
+            endpoint,
+            seq,
+            state: ReportState::Healthy,
+        };
+        let with = |f: &dyn Fn(&mut ReportChunk<'static>)| {
+            let mut c = chunk(vec![item("web", 1)]);
+            f(&mut c);
+            Message::Chunk(c)
+        };
+        assert_eq!(
+            invalid(with(&|c| c.index = c.chunks)),
+            "chunk index out of range"
+        );
+        assert_eq!(
+            invalid(with(&|c| {
+                c.chunks = 0;
+                c.index = 0;
+            })),
+            "chunk index out of range"
+        );
+        assert_eq!(
+            invalid(with(&|c| {
+                c.chunks = MAX_SNAPSHOT_CHUNKS + 1;
+                c.index = 0;
+            })),
+            "chunk index out of range"
+        );
+        assert_eq!(invalid(with(&|c| c.generation = 0)), "chunk generation 0");
+        assert_eq!(
+            invalid(with(&|c| c.items = vec![item("web", 0)])),
+            "report sequence 0"
+        );
+        assert_eq!(
+            invalid(with(&|c| c.items = vec![item("web", MAX_SEQ + 1)])),
+            "sequence out of range"
+        );
+        assert_eq!(
+            invalid(with(&|c| c.items = vec![item("", 1)])),
+            "bad endpoint name"
+        );
+        let long = "x".repeat(MAX_ENDPOINT_NAME_BYTES + 1);
+        let long: &'static str = Box::leak(long.into_boxed_str());
+        assert_eq!(
+            invalid(with(&|c| c.items = vec![item(long, 1)])),
+            "bad endpoint name"
+        );
+        assert_eq!(invalid(with(&|c| c.node = "")), "bad node id");
+        // The last index of the largest snapshot is fine.
+        assert!(
+            decode(&encode(&with(&|c| {
+                c.chunks = MAX_SNAPSHOT_CHUNKS;
+                c.index = MAX_SNAPSHOT_CHUNKS - 1;
+            })))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -545,6 +838,31 @@ mod tests {
             let i = flip % v.len();
             v[i] ^= 1 << bit;
             let _ = decode(&v);
+        }
+
+        #[test]
+        fn mutated_records_and_chunks_never_panic_and_reencode(
+            which in 0usize..2,
+            flip in 0usize..128,
+            bit in 0u8..8,
+        ) {
+            let msg = if which == 0 {
+                Message::Member(member(Some(snapshot_ref())))
+            } else {
+                Message::Chunk(chunk(vec![ReportItem {
+                    endpoint: "web",
+                    seq: 9,
+                    state: ReportState::Unhealthy,
+                }]))
+            };
+            let mut v = encode(&msg).to_vec();
+            let i = flip % v.len();
+            v[i] ^= 1 << bit;
+            if let Ok(m) = decode(&v) {
+                let again = encode(&m);
+                prop_assert_eq!(decode(&again).unwrap(), m);
+                prop_assert!(again.len() <= v.len());
+            }
         }
     }
 }

@@ -16,8 +16,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 
 use crate::codec::{
-    self, DecodeError, Heartbeat, MAX_BATCH_ITEMS, MAX_REGION_BYTES, MAX_SEQ, MemberRecord,
-    Message, ReportBatch, ReportItem, ReportRecord, ReportState,
+    self, DecodeError, Heartbeat, MAX_BATCH_ITEMS, MAX_CHUNK_ITEMS, MAX_REGION_BYTES, MAX_SEQ,
+    MAX_SNAPSHOT_CHUNKS, MemberRecord, Message, ReportBatch, ReportChunk, ReportItem, ReportRecord,
+    ReportState, SnapshotRef,
 };
 use crate::config::{Config, MAX_CONFIG_BYTES, MAX_CONFIG_ENDPOINTS, ProbeTarget};
 use crate::names::{
@@ -116,9 +117,45 @@ fn keeps_the_rules(msg: &Message<'_>) -> bool {
                     && m.hb_seq <= MAX_SEQ
                     && m.report_seq <= MAX_SEQ
                     && m.kv_seq <= MAX_SEQ
+                    && m.snapshot.is_none_or(|s| {
+                        s.seq <= MAX_SEQ
+                            && s.generation >= 1
+                            && (1..=MAX_SNAPSHOT_CHUNKS).contains(&s.chunks)
+                    })
             }
             Message::Report(m) => ep_ok(m.endpoint) && m.seq >= 1 && m.seq <= MAX_SEQ,
+            Message::Chunk(m) => {
+                m.items.len() <= MAX_CHUNK_ITEMS
+                    && m.generation >= 1
+                    && (1..=MAX_SNAPSHOT_CHUNKS).contains(&m.chunks)
+                    && m.index < m.chunks
+                    && m.items
+                        .iter()
+                        .all(|i| ep_ok(i.endpoint) && i.seq >= 1 && i.seq <= MAX_SEQ)
+            }
         }
+}
+
+/// A chunk count or index: small most of the time, near or past [`MAX_SNAPSHOT_CHUNKS`] or
+/// any `u32` sometimes.
+fn chunk_number(u: &mut Unstructured<'_>) -> arbitrary::Result<u32> {
+    Ok(match u.int_in_range(0u8..=7)? {
+        0 => u32::arbitrary(u)?,
+        1 => MAX_SNAPSHOT_CHUNKS + u32::from(u.int_in_range(0u8..=2)?) - 1,
+        _ => u32::from(u.int_in_range(0u8..=4)?),
+    })
+}
+
+fn arbitrary_items<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Vec<ReportItem<'a>>> {
+    let mut items = Vec::new();
+    while items.len() < 64 && u.arbitrary::<bool>()? {
+        items.push(ReportItem {
+            endpoint: <&str>::arbitrary(u)?,
+            seq: number(u)?,
+            state: ReportState::arbitrary(u)?,
+        });
+    }
+    Ok(items)
 }
 
 /// A small-ish integer most of the time, any `u64` sometimes.
@@ -133,7 +170,7 @@ fn number(u: &mut Unstructured<'_>) -> arbitrary::Result<u64> {
 fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<'a>> {
     let cluster = <&str>::arbitrary(u)?;
     let node = <&str>::arbitrary(u)?;
-    Ok(match u.int_in_range(0u8..=3)? {
+    Ok(match u.int_in_range(0u8..=6)? {
         0 => Message::Heartbeat(Heartbeat {
             cluster,
             node,
@@ -147,14 +184,7 @@ fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<
         1 => {
             let (incarnation, sent_unix_ms) = (number(u)?, u64::arbitrary(u)?);
             let (first_seq, last_seq) = (number(u)?, number(u)?);
-            let mut items = Vec::new();
-            while items.len() < 64 && u.arbitrary::<bool>()? {
-                items.push(ReportItem {
-                    endpoint: <&str>::arbitrary(u)?,
-                    seq: number(u)?,
-                    state: ReportState::arbitrary(u)?,
-                });
-            }
+            let items = arbitrary_items(u)?;
             Message::Reports(ReportBatch {
                 cluster,
                 node,
@@ -165,16 +195,48 @@ fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<
                 items,
             })
         }
-        2 => Message::Member(MemberRecord {
-            cluster,
-            node,
-            region: <&str>::arbitrary(u)?,
-            incarnation: number(u)?,
-            hb_seq: number(u)?,
-            sent_unix_ms: u64::arbitrary(u)?,
-            report_seq: number(u)?,
-            kv_seq: number(u)?,
-        }),
+        kind @ (2 | 4) => {
+            let mut rec = MemberRecord {
+                cluster,
+                node,
+                region: <&str>::arbitrary(u)?,
+                incarnation: number(u)?,
+                hb_seq: number(u)?,
+                sent_unix_ms: u64::arbitrary(u)?,
+                report_seq: number(u)?,
+                kv_seq: number(u)?,
+                snapshot: None,
+            };
+            if kind == 4 {
+                // A leave never carries a snapshot (kind 5 has no room for one).
+                Message::Leave(rec)
+            } else {
+                if u.arbitrary()? {
+                    // Kind 6.
+                    rec.snapshot = Some(SnapshotRef {
+                        incarnation: number(u)?,
+                        generation: number(u)?,
+                        chunks: chunk_number(u)?,
+                        seq: number(u)?,
+                        revision: u64::arbitrary(u)?,
+                    });
+                }
+                Message::Member(rec)
+            }
+        }
+        5 => {
+            let (incarnation, generation) = (number(u)?, number(u)?);
+            let (index, chunks) = (chunk_number(u)?, chunk_number(u)?);
+            Message::Chunk(ReportChunk {
+                cluster,
+                node,
+                incarnation,
+                generation,
+                index,
+                chunks,
+                items: arbitrary_items(u)?,
+            })
+        }
         _ => Message::Report(ReportRecord {
             cluster,
             node,
@@ -204,6 +266,18 @@ fn names(text: &str) {
     }
     if let Ok(node) = names.parse_member_key(text) {
         assert_eq!(names.member_key(&node), text, "member key is not canonical");
+    }
+    if let Ok((node, slot, index)) = names.parse_chunk_key(text) {
+        assert!(slot < 2, "chunk slot {slot}");
+        assert_eq!(
+            names.chunk_key(&node, slot, index),
+            text,
+            "chunk key is not canonical"
+        );
+        assert!(
+            names.parse_report_key(text).is_err(),
+            "a chunk key is also a report key"
+        );
     }
 }
 
@@ -350,6 +424,78 @@ pub fn config(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_naming_snapshots_and_chunks_round_trip_and_keep_the_rules() {
+        let snapshot = SnapshotRef {
+            incarnation: 3,
+            generation: 2,
+            chunks: 2,
+            seq: 9,
+            revision: 77,
+        };
+        let record = MemberRecord {
+            cluster: "c",
+            node: "n",
+            region: "eu",
+            incarnation: 3,
+            hb_seq: 4,
+            sent_unix_ms: 5,
+            report_seq: 9,
+            kv_seq: 9,
+            snapshot: Some(snapshot),
+        };
+        let item = ReportItem {
+            endpoint: "web",
+            seq: 9,
+            state: ReportState::Healthy,
+        };
+        let chunk = ReportChunk {
+            cluster: "c",
+            node: "n",
+            incarnation: 3,
+            generation: 2,
+            index: 1,
+            chunks: 2,
+            items: vec![item],
+        };
+        for msg in [
+            Message::Member(record.clone()),
+            Message::Chunk(chunk.clone()),
+        ] {
+            assert!(keeps_the_rules(&msg));
+            round_trip(&msg);
+            codec(&codec::encode(&msg));
+        }
+        // Broken ones are refused, and the restated rules agree.
+        let bad_ref = Message::Member(MemberRecord {
+            snapshot: Some(SnapshotRef {
+                chunks: 0,
+                ..snapshot
+            }),
+            ..record
+        });
+        let bad_index = Message::Chunk(ReportChunk { index: 2, ..chunk });
+        for msg in [bad_ref, bad_index] {
+            assert!(!keeps_the_rules(&msg));
+            round_trip(&msg);
+        }
+        names("n._SNAP.0.1");
+    }
+
+    #[test]
+    fn arbitrary_messages_include_kinds_6_and_7() {
+        let mut kinds = BTreeSet::new();
+        for seed in 0u32..4_000 {
+            let bytes: Vec<u8> = (0..64u32)
+                .map(|i| (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503) >> 13) as u8)
+                .collect();
+            if let Ok(msg) = arbitrary_message(&mut Unstructured::new(&bytes)) {
+                kinds.insert(codec::encode(&msg)[3]);
+            }
+        }
+        assert_eq!(kinds, (1..=7).collect::<BTreeSet<u8>>());
+    }
 
     #[test]
     fn repeat_inputs_expand_within_the_bound() {

@@ -17,11 +17,17 @@ pub enum Connectivity {
 /// A KV read, as reported by [`Input::KvReadDone`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvRead {
-    /// The start-up snapshot ([`Output::ReadSnapshot`](crate::Output::ReadSnapshot)): the
-    /// whole members bucket, then the whole health bucket. Until it is done, membership
-    /// records are judged by their sender timestamps; after it, records read from the KV only
-    /// tell what a member has published (freshness is live heartbeats').
+    /// The start-up snapshot's first part ([`Output::ReadSnapshot`](crate::Output::ReadSnapshot)):
+    /// the members buckets. Until the snapshot is done, membership records are judged by
+    /// their sender timestamps; after it, records read from the KV only tell what a member
+    /// has published (freshness is live heartbeats').
     Snapshot,
+    /// The start-up snapshot's reports in one region's health bucket
+    /// ([`Output::ReadSnapshotReports`](crate::Output::ReadSnapshotReports)).
+    SnapshotReports {
+        /// The region.
+        region: String,
+    },
     /// Anti-entropy: the whole members bucket ([`Output::ReadMembers`](crate::Output::ReadMembers)).
     Members,
     /// A re-sync of one member's reports ([`Output::Resync`](crate::Output::Resync)).
@@ -79,6 +85,8 @@ pub enum Input {
         key: String,
         /// The `seq` of the write.
         seq: u64,
+        /// The KV revision the write was stored at.
+        revision: u64,
     },
     /// A KV write of ours failed; the core retries it later.
     KvPutFailed {

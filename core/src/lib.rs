@@ -74,6 +74,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod compaction;
 pub mod config;
 pub mod explain;
 #[cfg(feature = "fuzzing")]

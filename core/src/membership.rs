@@ -73,6 +73,8 @@ pub(crate) struct SnapshotRecord {
     pub(crate) kv_seq: u64,
     /// The record says the member left.
     pub(crate) left: bool,
+    /// The compacted snapshot of its reports the record names.
+    pub(crate) snapshot: Option<crate::codec::SnapshotRef>,
 }
 
 /// One remote node as this node knows it.

@@ -21,6 +21,8 @@ use std::fmt::Write as _;
 pub const MAX_ENDPOINT_NAME_BYTES: usize = 255;
 /// Longest node or cluster id, in bytes of UTF-8.
 pub const MAX_ID_BYTES: usize = 64;
+/// The second token of a snapshot chunk's key ([`Names::chunk_key`]).
+const CHUNK_TOKEN: &str = "_SNAP";
 
 /// Why a name or token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,11 +279,51 @@ impl Names {
         s
     }
 
-    /// The KV key filter that matches every report of `node`: `<node>.>`.
+    /// The KV key filter that matches every report of `node`: `<node>.*` (its snapshot
+    /// chunks, [`Names::chunk_key`], have more tokens and do not match).
     pub fn report_key_filter(&self, node: &str) -> String {
         let mut s = encode_token(node);
-        s.push_str(".>");
+        s.push_str(".*");
         s
+    }
+
+    /// The KV key filter that matches every report of every node, and no snapshot chunk.
+    pub const REPORTS_FILTER: &'static str = "*.*";
+
+    /// The KV key of chunk `index` of `node`'s compacted snapshot number `generation`:
+    /// `<node>._SNAP.<generation mod 2>.<index>`. Two slots: a compaction writes the slot the
+    /// snapshot its record names does not use, so a crash part-way leaves that one whole.
+    /// `_SNAP` is no token [`encode_token`] makes, so no report key is a chunk key.
+    pub fn chunk_key(&self, node: &str, generation: u64, index: u32) -> String {
+        let mut s = encode_token(node);
+        let _ = write!(s, ".{CHUNK_TOKEN}.{}.{index}", generation % 2);
+        s
+    }
+
+    /// Splits a chunk key ([`Names::chunk_key`]) into (node, slot, index).
+    pub fn parse_chunk_key(&self, key: &str) -> Result<(String, u64, u32), NameError> {
+        let mut parts = key.split('.');
+        let (Some(node), Some(CHUNK_TOKEN), Some(slot), Some(index), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(NameError::Shape);
+        };
+        let node = decode_token(node)?;
+        check_id(&node)?;
+        let slot = match slot {
+            "0" => 0,
+            "1" => 1,
+            _ => return Err(NameError::Shape),
+        };
+        let index: u32 = index.parse().map_err(|_| NameError::Shape)?;
+        if index.to_string().len() != key.rsplit('.').next().map_or(0, str::len) {
+            return Err(NameError::Shape);
+        }
+        Ok((node, slot, index))
     }
 
     /// Splits a health-bucket key into (node, endpoint).
@@ -378,7 +420,88 @@ mod tests {
         );
     }
 
+    #[test]
+    fn chunk_keys_have_two_slots_and_are_no_report_keys() {
+        let n = Names::new("c");
+        assert_eq!(n.chunk_key("eu-1", 1, 0), "eu-1._SNAP.1.0");
+        assert_eq!(n.chunk_key("eu-1", 2, 17), "eu-1._SNAP.0.17");
+        assert_eq!(
+            n.chunk_key("eu-1", 4, 17),
+            n.chunk_key("eu-1", 2, 17),
+            "same slot"
+        );
+        assert_eq!(
+            n.chunk_key("a.b", u64::MAX, u32::MAX),
+            "a_2Eb._SNAP.1.4294967295"
+        );
+        assert_eq!(
+            n.parse_chunk_key("a_2Eb._SNAP.1.4294967295"),
+            Ok(("a.b".to_owned(), 1, u32::MAX))
+        );
+        assert_eq!(
+            n.parse_chunk_key("eu-1._SNAP.0.17"),
+            Ok(("eu-1".to_owned(), 0, 17))
+        );
+        // No report key is a chunk key, and no chunk key a report key.
+        let key = n.chunk_key("eu-1", 3, 2);
+        assert!(n.parse_report_key(&key).is_err());
+        assert!(n.parse_chunk_key(&n.report_key("eu-1", "_SNAP")).is_err());
+        assert!(
+            n.parse_chunk_key(&n.report_key("eu-1", "_SNAP.0.1"))
+                .is_err()
+        );
+        for bad in [
+            "eu-1._SNAP.2.0",
+            "eu-1._SNAP.1",
+            "eu-1._SNAP.1.0.0",
+            "eu-1._SNAP.1.01",
+            "eu-1._SNAP.1.+1",
+            "eu-1._SNAP.1.-1",
+            "eu-1._SNAP.1.",
+            "eu-1._SNAP.1.4294967296",
+            "eu-1._snap.1.0",
+            "eu-1.SNAP.1.0",
+            "eu_2e1._SNAP.1.0",
+            "._SNAP.1.0",
+            "eu-1._SNAP.01.0",
+        ] {
+            assert!(n.parse_chunk_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn report_filters_match_report_keys_only() {
+        let n = Names::new("c");
+        assert_eq!(n.report_key_filter("eu-1"), "eu-1.*");
+        assert_eq!(n.report_key_filter("a.b"), "a_2Eb.*");
+        assert_eq!(Names::REPORTS_FILTER, "*.*");
+        // Report keys have exactly two tokens, chunk keys four: a `*` filter of two tokens
+        // tells them apart.
+        let tokens = |key: &str| key.split('.').count();
+        assert_eq!(tokens(&n.report_key("a.b", "www.example.com")), 2);
+        assert_eq!(tokens(&n.chunk_key("a.b", 1, 3)), 4);
+        assert_eq!(tokens(Names::REPORTS_FILTER), 2);
+        assert_eq!(tokens(&n.report_key_filter("a.b")), 2);
+    }
+
     proptest! {
+        #[test]
+        fn chunk_keys_round_trip(node in "\\PC{1,16}", generation in any::<u64>(), index in any::<u32>()) {
+            let n = Names::new("c");
+            let key = n.chunk_key(&node, generation, index);
+            prop_assert_eq!(key.split('.').count(), 4);
+            prop_assert_eq!(n.parse_chunk_key(&key), Ok((node.clone(), generation % 2, index)));
+            prop_assert!(n.parse_report_key(&key).is_err());
+        }
+
+        #[test]
+        fn parsed_chunk_keys_are_canonical(key in "[a-z_0-9A-F]{0,6}\\._SNAP\\.[0-9+]{1,2}\\.[0-9+-]{0,12}") {
+            let n = Names::new("c");
+            if let Ok((node, slot, index)) = n.parse_chunk_key(&key) {
+                prop_assert_eq!(n.chunk_key(&node, slot, index), key);
+            }
+        }
+
         #[test]
         fn any_string_round_trips(name in any::<String>()) {
             let t = encode_token(&name);

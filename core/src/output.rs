@@ -58,7 +58,8 @@ pub enum Output {
         value: Bytes,
         /// What it is, for metrics.
         kind: MessageKind,
-        /// The report sequence written (0 for membership records), to echo in `KvPutOk`.
+        /// The report sequence written (0 for membership records; the compaction's generation
+        /// for a snapshot chunk), to echo in `KvPutOk`.
         seq: u64,
     },
     /// Delete `key` from `bucket` (a leftover of an earlier incarnation of this node).
@@ -68,14 +69,33 @@ pub enum Output {
         /// The key.
         key: String,
     },
-    /// Read the start-up snapshot: every entry of the members bucket, then every entry of the
-    /// health bucket; hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then
+    /// Read the start-up snapshot's first part: every entry of the members bucket (of every
+    /// region of `nats.jetStream.regions`: this node's streamed, each other read whole or not
+    /// at all); hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then
     /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
-    /// [`KvRead::Snapshot`](crate::input::KvRead::Snapshot) (`complete: false` if it failed
-    /// part-way: the core asks again). Asked for once connected, until one read completes.
+    /// [`KvRead::Snapshot`](crate::input::KvRead::Snapshot) (`complete: false` if this node's
+    /// region failed part-way: the core asks again). The core then asks for the reports with
+    /// [`Output::ReadSnapshotReports`]. Asked for once connected, until one read completes.
     ReadSnapshot,
-    /// Read every entry of the health bucket whose key matches `key_filter` (the reports of
-    /// `node`), hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then hand in
+    /// Read the start-up snapshot's reports in region `region`'s health bucket: the values
+    /// under `chunks` (by direct get; a missing key is skipped), and for each
+    /// `(key_filter, from_revision)` of `key_filters` every live key matching the filter whose
+    /// newest value was written at or after KV revision `from_revision` (0 or 1: every
+    /// matching key). Hand each entry in as [`Input::KvEntry`](crate::Input::KvEntry) (in any
+    /// order), then [`Input::KvReadDone`](crate::Input::KvReadDone) with
+    /// [`KvRead::SnapshotReports`](crate::input::KvRead::SnapshotReports) for `region`.
+    ReadSnapshotReports {
+        /// The region whose health bucket to read ("" without `nats.jetStream.regions`).
+        region: String,
+        /// Keys of compacted-snapshot chunks.
+        chunks: Vec<String>,
+        /// Report key filters (`<node>.*`, or [`Names::REPORTS_FILTER`](crate::Names::REPORTS_FILTER)
+        /// for every node), each with the revision to read from: a member's report keys
+        /// written since its compacted snapshot, or all of them without one.
+        key_filters: Vec<(String, u64)>,
+    },
+    /// Read every entry of the health bucket whose key matches `key_filter` (the report keys
+    /// of `node`), hand each in as [`Input::KvEntry`](crate::Input::KvEntry), then hand in
     /// [`Input::KvReadDone`](crate::Input::KvReadDone) with
     /// [`KvRead::Reports`](crate::input::KvRead::Reports).
     Resync {
@@ -84,7 +104,7 @@ pub enum Output {
         /// Its region (as its heartbeat said): its reports are in that region's health
         /// bucket ([`Names::region_bucket`](crate::Names::region_bucket)).
         region: String,
-        /// KV key filter, `<node>.>`.
+        /// KV key filter, `<node>.*`.
         key_filter: String,
     },
     /// Anti-entropy: read the whole members bucket, hand in each entry, then

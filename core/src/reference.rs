@@ -5,6 +5,13 @@
 //! Nothing here is incremental or bounded, and nothing is shared with the engine but the codec,
 //! the name layout and the config parser (each tested on its own). It is slow on purpose.
 //!
+//! The start-up snapshot is read in two parts: the members buckets, then (once those were read
+//! in full) the reports of every region the node asks for: each member's compacted snapshot
+//! (its chunks, taken only when they are exactly the ones its newest record names), the report
+//! keys written since, and whole the members without one. The model keeps the records until
+//! the last region's report read is over, as the node does, and restates which reads the node
+//! must ask for ([`Reference::snapshot_reports_plan`]).
+//!
 //! Holds need a memory of the past: the model keeps, per endpoint, the verdict in force and
 //! since when a change of it is pending, and after every input recomputes every endpoint's
 //! verdict from scratch and applies the hold rule to it. (Having no bounds, it never refuses a
@@ -12,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::codec::{self, Message, ReportState};
+use crate::codec::{self, MemberRecord, Message, ReportChunk, ReportState, SnapshotRef};
 use crate::config::{Config, StateSettings};
 use crate::input::{Input, KvRead};
 use crate::names::{Bucket, Names, SubjectKind, check_endpoint_name};
@@ -55,6 +62,47 @@ struct Record {
     sent_ms: u64,
     left: bool,
     region: String,
+    /// The latest report sequence the record says was published.
+    report_seq: u64,
+    /// The compacted snapshot of its reports the record names.
+    snapshot: Option<SnapshotRef>,
+}
+
+/// What the node must ask for in one region's report read of the start-up snapshot
+/// ([`Output::ReadSnapshotReports`](crate::Output::ReadSnapshotReports)), as sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportsPlan {
+    /// The chunk keys of every compacted snapshot to read.
+    pub chunks: BTreeSet<String>,
+    /// Key filters, each with the KV revision to read from (0: every matching key).
+    pub key_filters: BTreeSet<(String, u64)>,
+}
+
+/// More members than this in one region (this node counted), and the region's report keys are
+/// read with one filter instead of one per member (the node's `MAX_MEMBER_READS`).
+const MAX_MEMBER_READS: usize = 32;
+
+/// The chunks of one member's compacted snapshot the report read takes.
+#[derive(Debug, Clone)]
+struct ChunkWait {
+    incarnation: u64,
+    generation: u64,
+    chunks: u32,
+    /// The indices already taken (each is taken once).
+    seen: BTreeSet<u32>,
+}
+
+/// The snapshot's second part: the report reads, per region.
+#[derive(Debug, Clone, Default)]
+struct ReportsRead {
+    /// What each region's read must be.
+    plans: BTreeMap<String, ReportsPlan>,
+    /// The regions whose read is not over.
+    pending: BTreeSet<String>,
+    /// Per member, the compacted snapshot its newest record named.
+    chunks: BTreeMap<String, ChunkWait>,
+    /// This node's own region's read failed: the snapshot is not loaded.
+    own_failed: bool,
 }
 
 /// A pushed configuration being applied.
@@ -90,8 +138,15 @@ pub struct Reference {
     config_queued: Option<(u64, StateSettings)>,
     apply_timeout: std::time::Duration,
     confirm_apply: bool,
-    /// The snapshot: being read (membership records are kept to be judged at its end).
+    /// The snapshot: being read (membership records are kept to be judged at its end), both
+    /// parts.
     snapshot_reading: bool,
+    /// The snapshot's second part, once its first was read in full.
+    reports_read: Option<ReportsRead>,
+    /// Whether each member's reports are in its own region's health bucket.
+    region_buckets: bool,
+    /// The snapshot was read in full.
+    snapshot_loaded: bool,
     /// The timestamp of our own record (an earlier life) in the snapshot being read.
     own_record_ms: u64,
 }
@@ -115,6 +170,9 @@ impl Reference {
             apply_timeout: config.apply_timeout,
             confirm_apply: config.confirm_apply,
             snapshot_reading: false,
+            reports_read: None,
+            region_buckets: config.region_buckets,
+            snapshot_loaded: false,
             own_record_ms: 0,
         }
     }
@@ -124,7 +182,43 @@ impl Reference {
     /// modelled.
     pub fn snapshot_requested(&mut self) {
         self.snapshot_reading = true;
+        self.reports_read = None;
         self.own_record_ms = 0;
+    }
+
+    /// Whether the start-up snapshot is loaded ([`Node::snapshot_loaded`](crate::Node)): both
+    /// its parts were read, the members buckets and this node's own region's reports in full.
+    pub fn snapshot_loaded(&self) -> bool {
+        self.snapshot_loaded
+    }
+
+    /// The report read the node must ask for in `region` now that the members buckets were
+    /// read (`None` when no such read is due: the first part is not over, or the region has
+    /// no read, or it is over).
+    pub fn snapshot_reports_plan(&self, region: &str) -> Option<&ReportsPlan> {
+        let read = self.reports_read.as_ref()?;
+        if !read.pending.contains(region) {
+            return None;
+        }
+        read.plans.get(region)
+    }
+
+    /// The compacted snapshots whose chunks the report read takes now: per member, its
+    /// incarnation, the generation and the number of chunks.
+    pub fn snapshot_chunks_expected(&self) -> Vec<(String, u64, u64, u32)> {
+        self.reports_read
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .map(|(node, w)| (node.clone(), w.incarnation, w.generation, w.chunks))
+            .collect()
+    }
+
+    /// The regions whose report read is still out.
+    pub fn snapshot_reports_pending(&self) -> Vec<String> {
+        self.reports_read
+            .as_ref()
+            .map(|r| r.pending.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Runs the timers due at `now` (a pushed configuration's apply deadline).
@@ -258,14 +352,7 @@ impl Reference {
                             return;
                         }
                         let left = matches!(msg_kind(value), Some(5));
-                        self.member_record(
-                            rec.node,
-                            rec.incarnation,
-                            rec.hb_seq,
-                            rec.sent_unix_ms,
-                            left,
-                            rec.region,
-                        );
+                        self.member_record(&rec, left);
                     }
                     (Bucket::Health, Message::Report(rec)) => {
                         let Ok((node, endpoint)) = self.names.parse_report_key(key) else {
@@ -281,6 +368,7 @@ impl Reference {
                             );
                         }
                     }
+                    (Bucket::Health, Message::Chunk(chunk)) => self.chunk(key, &chunk),
                     _ => {}
                 }
             }
@@ -316,8 +404,35 @@ impl Reference {
                 read: KvRead::Snapshot,
                 complete,
             } => {
-                if self.snapshot_reading {
-                    self.finish_snapshot(*complete);
+                // The members buckets: read in full, the reports are read next; otherwise the
+                // snapshot ends (and is asked for again).
+                if self.snapshot_reading && self.reports_read.is_none() {
+                    if *complete {
+                        self.start_reports_read();
+                    } else {
+                        self.finish_snapshot(false);
+                    }
+                }
+            }
+            Input::KvReadDone {
+                read: KvRead::SnapshotReports { region },
+                complete,
+            } => {
+                // One region's reports: the snapshot ends with the last of them, loaded unless
+                // this node's own region's read failed (another region's failure only leaves
+                // its members to be re-synced, which the model does not need to follow).
+                let own = self.bucket_region(&self.region);
+                if self.snapshot_reading
+                    && let Some(read) = &mut self.reports_read
+                    && read.pending.remove(region)
+                {
+                    if !complete && *region == own {
+                        read.own_failed = true;
+                    }
+                    if read.pending.is_empty() {
+                        let loaded = !read.own_failed;
+                        self.finish_snapshot(loaded);
+                    }
                 }
             }
             Input::Connectivity(_)
@@ -361,17 +476,129 @@ impl Reference {
         };
     }
 
+    /// The health bucket of the members of `region`.
+    fn bucket_region(&self, region: &str) -> String {
+        if self.region_buckets {
+            region.to_owned()
+        } else {
+            String::new()
+        }
+    }
+
+    /// The members buckets were read in full: which reports to read where, in the health
+    /// bucket of each member's region. Each member whose newest record (not a leave, nor of a
+    /// member known to have left) names a compacted snapshot of the incarnation the model
+    /// knows it at is read from its chunks and, when the record says it changed reports after
+    /// the snapshot, its report keys written after the snapshot's revision; every other member
+    /// with a record, and this node itself, whole. With more than [`MAX_MEMBER_READS`] reads
+    /// of keys in a region, every report key of the region written since the oldest of their
+    /// revisions is read instead.
+    fn start_reports_read(&mut self) {
+        let mut read = ReportsRead::default();
+        let own = self.bucket_region(&self.region);
+        read.plans
+            .entry(own)
+            .or_default()
+            .key_filters
+            .insert((self.names.report_key_filter(&self.node_id), 0));
+        for (id, r) in &self.remotes {
+            let Some(rec) = &r.snapshot_record else {
+                continue;
+            };
+            if rec.left || r.left {
+                continue;
+            }
+            let plan = read
+                .plans
+                .entry(self.bucket_region(&rec.region))
+                .or_default();
+            let filter = self.names.report_key_filter(id);
+            match rec.snapshot.filter(|s| s.incarnation == r.incarnation) {
+                Some(s) => {
+                    for i in 0..s.chunks {
+                        plan.chunks
+                            .insert(self.names.chunk_key(id, s.generation, i));
+                    }
+                    // The keys written since, if the record says reports changed after it.
+                    if rec.report_seq > s.seq {
+                        plan.key_filters
+                            .insert((filter, s.revision.saturating_add(1)));
+                    }
+                    read.chunks.insert(
+                        id.clone(),
+                        ChunkWait {
+                            incarnation: s.incarnation,
+                            generation: s.generation,
+                            chunks: s.chunks,
+                            seen: BTreeSet::new(),
+                        },
+                    );
+                }
+                None => {
+                    plan.key_filters.insert((filter, 0));
+                }
+            }
+        }
+        for plan in read.plans.values_mut() {
+            if plan.key_filters.len() > MAX_MEMBER_READS {
+                let from = plan.key_filters.iter().map(|(_, from)| *from).min();
+                plan.key_filters =
+                    BTreeSet::from([(Names::REPORTS_FILTER.to_owned(), from.unwrap_or(0))]);
+            }
+        }
+        read.pending = read.plans.keys().cloned().collect();
+        self.reports_read = Some(read);
+    }
+
+    /// A chunk under `key`: its reports count when it is one of the chunks the report read
+    /// takes (the compacted snapshot the member's record named: same incarnation and
+    /// generation, under the key of its slot and index, of as many chunks, not taken before),
+    /// and the member is still at that incarnation.
+    fn chunk(&mut self, key: &str, chunk: &ReportChunk<'_>) {
+        let Ok((node, slot, index)) = self.names.parse_chunk_key(key) else {
+            return;
+        };
+        if node != chunk.node {
+            return;
+        }
+        let Some(wait) = self
+            .reports_read
+            .as_mut()
+            .and_then(|r| r.chunks.get_mut(&node))
+        else {
+            return;
+        };
+        let wanted = wait.incarnation == chunk.incarnation
+            && wait.generation == chunk.generation
+            && chunk.generation % 2 == slot
+            && chunk.index == index
+            && wait.chunks == chunk.chunks
+            && wait.seen.insert(index);
+        if !wanted
+            || self
+                .remotes
+                .get(&node)
+                .is_none_or(|r| r.incarnation != chunk.incarnation)
+        {
+            return;
+        }
+        for item in &chunk.items {
+            self.report(
+                &node,
+                chunk.incarnation,
+                item.endpoint,
+                item.seq,
+                item.state,
+            );
+        }
+    }
+
     /// A membership record: during the snapshot, kept to be judged at its end; after it, only
     /// a newer incarnation (or a leave) is news.
-    fn member_record(
-        &mut self,
-        node: &str,
-        incarnation: u64,
-        hb_seq: u64,
-        sent_ms: u64,
-        left: bool,
-        region: &str,
-    ) {
+    /// (`left`: it says the member left.)
+    fn member_record(&mut self, rec: &MemberRecord<'_>, left: bool) {
+        let (node, incarnation, hb_seq, sent_ms) =
+            (rec.node, rec.incarnation, rec.hb_seq, rec.sent_unix_ms);
         if self.snapshot_reading && node == self.node_id {
             self.own_record_ms = self.own_record_ms.max(sent_ms);
         }
@@ -389,7 +616,9 @@ impl Reference {
                     hb_seq,
                     sent_ms,
                     left,
-                    region: region.to_owned(),
+                    region: rec.region.to_owned(),
+                    report_seq: rec.report_seq,
+                    snapshot: rec.snapshot,
                 });
             }
         } else if left {
@@ -398,8 +627,10 @@ impl Reference {
     }
 
     /// The snapshot read ended (complete or not, the records read are judged).
-    fn finish_snapshot(&mut self, _complete: bool) {
+    fn finish_snapshot(&mut self, complete: bool) {
         self.snapshot_reading = false;
+        self.reports_read = None;
+        self.snapshot_loaded |= complete;
         let now_ms = self.wall.as_unix_ms().max(self.own_record_ms);
         let ttl_ms = self.state.heartbeat_ttl.as_millis();
         let now = self.now_ns();
@@ -418,6 +649,8 @@ impl Reference {
                 sent_ms,
                 left,
                 region,
+                report_seq: _,
+                snapshot: _,
             } = rec;
             if self.remotes[&node].left {
                 continue;

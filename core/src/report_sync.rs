@@ -102,6 +102,12 @@ impl ReportSync {
         self.snapshot_kv_seq = self.snapshot_kv_seq.max(kv_seq);
     }
 
+    /// The start-up snapshot's reports of this member were not read up to its record (its
+    /// region could not be read, or its compacted snapshot was incomplete).
+    pub(crate) fn snapshot_unread(&mut self) {
+        self.snapshot_kv_seq = 0;
+    }
+
     /// The start-up snapshot was read in full: it held every report its records said was
     /// durable (unless it was stale, see [`ReportSync::resync_done`]: then the member is
     /// re-synced when it next announces); no re-sync is waited for. Returns true for a stale

@@ -15,16 +15,19 @@ pub enum MessageKind {
     Report,
     /// A node's announcement that it leaves (subject and KV).
     Leave,
+    /// A chunk of a node's compacted snapshot of its reports (KV).
+    Chunk,
 }
 
 impl MessageKind {
     /// Every kind.
-    pub const ALL: [MessageKind; 5] = [
+    pub const ALL: [MessageKind; 6] = [
         MessageKind::Heartbeat,
         MessageKind::Health,
         MessageKind::Member,
         MessageKind::Report,
         MessageKind::Leave,
+        MessageKind::Chunk,
     ];
 
     /// The metric label.
@@ -35,6 +38,7 @@ impl MessageKind {
             MessageKind::Member => "member",
             MessageKind::Report => "report",
             MessageKind::Leave => "leave",
+            MessageKind::Chunk => "chunk",
         }
     }
 }

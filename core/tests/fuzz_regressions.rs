@@ -12,13 +12,7 @@ use gslb_state_core::{Bucket, Connectivity, Input, MessageKind, Node, Output, Po
 fn connected(id: &str) -> Node {
     let mut n = node(id, Policy::PreferLocal, 51);
     n.handle(at(0), Input::Connectivity(Connectivity::Connected));
-    n.handle(
-        at(0),
-        Input::KvReadDone {
-            read: gslb_state_core::KvRead::Snapshot,
-            complete: true,
-        },
-    );
+    snapshot_done(&mut n, at(0));
     n.handle_timeout(at(0));
     drain(&mut n);
     n
@@ -140,13 +134,7 @@ fn absurd_sender_timestamps_saturate_the_clock_offset() {
     let far_future = (1u64 << 63) + 5;
     me.handle(at(10), Peer::new("a", 1).heartbeat(1, 0, far_future));
     me.handle(at(10), Peer::new("b", 1).member_record(1, 0, far_future));
-    me.handle(
-        at(10),
-        Input::KvReadDone {
-            read: gslb_state_core::KvRead::Snapshot,
-            complete: true,
-        },
-    );
+    snapshot_done(&mut me, at(10));
     me.handle(at(10), Peer::new("c", 1).heartbeat(1, 0, u64::MAX));
     let offsets: Vec<(String, i64)> = me
         .members()

@@ -2,16 +2,20 @@
 //! by time jumps, restarts with new incarnations, duplicated, reordered and late messages,
 //! snapshot entries with skewed timestamps, leaves, lower incarnations of restarted members,
 //! withdrawn observations, config changes of policy, threshold, TTL, quorum scope and holds,
-//! peers in random regions, time passing through hold deadlines — every decision (pending
-//! changes and region votes included) compared after every step.
+//! peers in random regions, time passing through hold deadlines, both parts of the start-up
+//! snapshot with records naming compacted snapshots and chunks that match them or not — every
+//! decision (pending changes and region votes included), and whether the snapshot is loaded,
+//! compared after every step, and every report read the node asks for against the model's.
 
 mod common;
 
 use bytes::Bytes;
 use common::*;
-use gslb_state_core::codec::ReportState;
+use std::collections::BTreeSet;
+
+use gslb_state_core::codec::{ReportState, SnapshotRef};
 use gslb_state_core::reference::Reference;
-use gslb_state_core::{Connectivity, Decision, Input, KvRead, Node, Policy, QuorumScope};
+use gslb_state_core::{Connectivity, Decision, Input, KvRead, Node, Output, Policy, QuorumScope};
 use proptest::prelude::*;
 
 /// Small clusters: three others and our own id (to check we ignore ourselves).
@@ -84,6 +88,17 @@ enum Op {
         age_ms: i64,
         left: bool,
         region: usize,
+        /// The compacted snapshot it names: (generation, chunks, seq, report_seq).
+        snapshot: Option<(u64, u32, u64, u64)>,
+    },
+    /// A chunk of a compacted snapshot, under its key.
+    Chunk {
+        node: usize,
+        inc: u64,
+        generation: u64,
+        index: u32,
+        chunks: u32,
+        items: Vec<(usize, u64, ReportState)>,
     },
     /// A live leave announcement.
     Leave {
@@ -106,7 +121,8 @@ enum Op {
         extra: Extra,
     },
     Connectivity(bool),
-    /// `None` = snapshot, `Some(nodes.len())` = members bucket, `Some(n)` = node n's reports.
+    /// `None` = snapshot, `Some(nodes.len())` = members bucket, `Some(nodes.len() + 1)` = the
+    /// snapshot's reports, `Some(n)` = node n's reports.
     ReadDone(Option<usize>, bool),
     Garbage(Vec<u8>),
 }
@@ -135,8 +151,10 @@ fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
         6 => (node.clone(), inc.clone(), 1u64..12, proptest::collection::vec((0..endpoints, 1u64..12, state()), 0..4))
             .prop_map(|(node, inc, first, items)| Op::Batch { node, inc, first, items }),
         4 => (0..endpoints, proptest::option::of(any::<bool>())).prop_map(|(ep, healthy)| Op::Local { ep, healthy }),
-        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000, proptest::bool::weighted(0.15), region())
-            .prop_map(|(node, inc, hb_seq, age_ms, left, region)| Op::MemberRecord { node, inc, hb_seq, age_ms, left, region }),
+        2 => (node.clone(), inc.clone(), 1u64..12, -4_000i64..4_000, proptest::bool::weighted(0.15), region(), proptest::option::of((1u64..5, 1u32..3, 0u64..12, 0u64..12)))
+            .prop_map(|(node, inc, hb_seq, age_ms, left, region, snapshot)| Op::MemberRecord { node, inc, hb_seq, age_ms, left, region, snapshot }),
+        2 => (node.clone(), inc.clone(), 1u64..5, 0u32..3, 1u32..3, proptest::collection::vec((0..endpoints, 1u64..12, state()), 0..4))
+            .prop_map(|(node, inc, generation, index, chunks, items)| Op::Chunk { node, inc, generation, index, chunks, items }),
         1 => (node.clone(), inc.clone()).prop_map(|(node, inc)| Op::Leave { node, inc }),
         2 => (node.clone(), inc, 0..endpoints, 1u64..12, state())
             .prop_map(|(node, inc, ep, seq, state)| Op::ReportRecord { node, inc, ep, seq, state }),
@@ -144,7 +162,7 @@ fn op(nodes: usize, endpoints: usize) -> impl Strategy<Value = Op> {
         1 => (1u64..6, 0..4usize, 0..QS.len(), 1_500u64..5_000, extra())
             .prop_map(|(version, policy, q, ttl_ms, extra)| Op::Config { version, policy, q, ttl_ms, extra }),
         1 => any::<bool>().prop_map(Op::Connectivity),
-        1 => (proptest::option::of(0..=nodes), any::<bool>()).prop_map(|(n, c)| Op::ReadDone(n, c)),
+        2 => (proptest::option::of(0..=nodes + 1), proptest::bool::weighted(0.8)).prop_map(|(n, c)| Op::ReadDone(n, c)),
         1 => proptest::collection::vec(any::<u8>(), 0..16).prop_map(Op::Garbage),
     ]
 }
@@ -259,14 +277,47 @@ impl Harness {
                 age_ms,
                 left,
                 region,
+                snapshot,
             } => {
                 let sent = (WALL_BASE_MS + self.t_ms).saturating_add_signed(-age_ms);
                 let peer = self.peer(node, inc, region);
-                let input = if left {
-                    peer.leave_record(hb_seq, sent)
-                } else {
-                    peer.member_record(hb_seq, 0, sent)
+                let input = match snapshot {
+                    _ if left => peer.leave_record(hb_seq, sent),
+                    None => peer.member_record(hb_seq, 0, sent),
+                    Some((generation, chunks, seq, report_seq)) => {
+                        let s = SnapshotRef {
+                            incarnation: inc,
+                            generation,
+                            chunks,
+                            seq,
+                            revision: generation * 10,
+                        };
+                        peer.member_record_naming(hb_seq, report_seq, report_seq, sent, Some(s))
+                    }
                 };
+                self.sent.push(input.clone());
+                self.feed(input);
+            }
+            Op::Chunk {
+                node,
+                inc,
+                generation,
+                index,
+                chunks,
+                items,
+            } => {
+                let items: Vec<(&str, u64, ReportState)> = items
+                    .iter()
+                    .map(|&(ep, seq, st)| (self.endpoints[ep], seq, st))
+                    .collect();
+                let s = SnapshotRef {
+                    incarnation: inc,
+                    generation,
+                    chunks,
+                    seq: 0,
+                    revision: 0,
+                };
+                let input = Peer::new(self.nodes[node], inc).chunk(&s, index, &items);
                 self.sent.push(input.clone());
                 self.feed(input);
             }
@@ -322,6 +373,9 @@ impl Harness {
                 let read = match read {
                     None => KvRead::Snapshot,
                     Some(n) if n == self.nodes.len() => KvRead::Members,
+                    Some(n) if n > self.nodes.len() => KvRead::SnapshotReports {
+                        region: String::new(),
+                    },
                     Some(n) => KvRead::Reports {
                         node: self.nodes[n].to_owned(),
                     },
@@ -343,13 +397,35 @@ impl Harness {
 
     fn absorb(&mut self) {
         let outs = drain(&mut self.engine);
-        if outs.contains(&gslb_state_core::Output::ReadSnapshot) {
+        if outs.contains(&Output::ReadSnapshot) {
             self.model.snapshot_requested();
+        }
+        for out in &outs {
+            if let Output::ReadSnapshotReports {
+                region,
+                chunks,
+                key_filters,
+            } = out
+            {
+                let plan = self.model.snapshot_reports_plan(region).unwrap_or_else(|| {
+                    panic!("a report read of {region:?} the model does not expect")
+                });
+                let chunks: BTreeSet<String> = chunks.iter().cloned().collect();
+                let key_filters: BTreeSet<(String, u64)> = key_filters.iter().cloned().collect();
+                assert_eq!(chunks, plan.chunks);
+                assert_eq!(key_filters, plan.key_filters);
+            }
         }
         self.emitted.absorb(&outs);
     }
 
     fn check(&self, step: usize) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            self.engine.snapshot_loaded(),
+            self.model.snapshot_loaded(),
+            "snapshot loaded after step {}",
+            step
+        );
         prop_assert_eq!(
             self.engine.active_member_ids(),
             self.model.active_members(),

@@ -12,16 +12,9 @@ use gslb_state_core::{
 fn connected(policy: Policy, q: u8, id: &str) -> gslb_state_core::Node {
     let mut n = node(id, policy, q);
     n.handle(at(0), Input::Connectivity(Connectivity::Connected));
-    n.handle(at(0), snapshot_done());
+    snapshot_done(&mut n, at(0));
     n.handle_timeout(at(0));
     n
-}
-
-fn snapshot_done() -> Input {
-    Input::KvReadDone {
-        read: KvRead::Snapshot,
-        complete: true,
-    }
 }
 
 fn local(endpoint: &str, healthy: Option<bool>) -> Input {
@@ -335,7 +328,7 @@ fn a_missed_report_is_noticed_and_resynced_from_the_kv() {
         outs.contains(&Output::Resync {
             node: "a".into(),
             region: String::new(),
-            key_filter: "a.>".into()
+            key_filter: "a.*".into()
         }),
         "{outs:?}"
     );
@@ -383,7 +376,7 @@ fn startup_snapshot_uses_sender_timestamps() {
     me.handle(now, ahead.member_record(1, 0, WALL_BASE_MS + 70_000));
     me.handle(now, fresh.report_record("web", 1, Unhealthy));
     me.handle(now, stale.report_record("web", 1, Healthy));
-    me.handle(now, snapshot_done());
+    snapshot_done(&mut me, now);
     assert_eq!(me.active_member_ids(), ["a", "c", "me"]);
     let d = me.decision("web").unwrap();
     assert_eq!(
@@ -764,7 +757,7 @@ fn long_gone_members_are_forgotten() {
     cfg.limits.forget_after_ttls = 10;
     let mut me = gslb_state_core::Node::new(cfg, at(0)).unwrap();
     me.handle(at(0), Input::Connectivity(Connectivity::Connected));
-    me.handle(at(0), snapshot_done());
+    snapshot_done(&mut me, at(0));
     let peer = Peer::new("a", 1);
     me.handle(at(0), peer.heartbeat(1, 1, 0));
     me.handle(at(0), peer.batch(1, 1, &[("web", 1, Healthy)]));
@@ -966,6 +959,7 @@ fn a_node_says_which_of_its_reports_are_durable() {
             bucket: Bucket::Health,
             key: puts[1].0.clone(),
             seq: puts[1].1,
+            revision: 2,
         },
     );
     assert_eq!(kv_seq_of_next_heartbeat(&mut me, 2_000), (2, 0));
@@ -975,6 +969,7 @@ fn a_node_says_which_of_its_reports_are_durable() {
             bucket: Bucket::Health,
             key: puts[0].0.clone(),
             seq: puts[0].1,
+            revision: 1,
         },
     );
     assert_eq!(kv_seq_of_next_heartbeat(&mut me, 3_000), (2, 2));

@@ -31,7 +31,6 @@ fn local(endpoint: &str, healthy: Option<bool>) -> Input {
 
 const CONNECT: Input = Input::Connectivity(Connectivity::Connected);
 const DISCONNECT: Input = Input::Connectivity(Connectivity::Disconnected);
-const SNAPSHOT_DONE: Input = snapshot_read(true);
 const SNAPSHOT_FAILED: Input = snapshot_read(false);
 
 const fn snapshot_read(complete: bool) -> Input {
@@ -55,7 +54,7 @@ fn synced(policy: Policy, q: u8) -> Node {
 fn synced_with(config: gslb_state_core::NodeConfig) -> Node {
     let mut n = Node::new(config, at(0)).unwrap();
     n.handle(at(0), CONNECT);
-    n.handle(at(0), SNAPSHOT_DONE);
+    snapshot_done(&mut n, at(0));
     n.handle_timeout(at(0));
     drain(&mut n);
     n
@@ -93,6 +92,7 @@ fn tag(out: &Output) -> String {
         } => format!("put {bucket:?} {key} {}", kind.as_str()),
         Output::KvDelete { bucket, key } => format!("delete {bucket:?} {key}"),
         Output::ReadSnapshot => "read snapshot".into(),
+        Output::ReadSnapshotReports { region, .. } => format!("read reports {region:?}"),
         Output::Resync { node, .. } => format!("resync {node}"),
         Output::ReadMembers => "read members".into(),
         Output::Decision { endpoint, .. } => format!("decision {endpoint}"),
@@ -143,6 +143,10 @@ fn wire(out: &Output) -> String {
         Message::Member(m) => format!("member @{} #{}", m.incarnation, m.hb_seq),
         Message::Report(r) => format!("report @{} {}:{}", r.incarnation, r.endpoint, r.seq),
         Message::Leave(m) => format!("leave {} @{}", m.node, m.incarnation),
+        Message::Chunk(c) => format!(
+            "chunk @{} #{} {}/{}",
+            c.incarnation, c.generation, c.index, c.chunks
+        ),
         Message::Reports(b) => {
             let (inc, first, last) = (b.incarnation, b.first_seq, b.last_seq);
             let items = b.items.iter().map(|i| format!(" {}:{}", i.endpoint, i.seq));
@@ -169,7 +173,7 @@ fn a_snapshot_record_vouches_until_ttl_after_it_was_sent_wherever_the_readers_cl
         let a = Peer::new("a", 1);
         me.handle(now(0), a.member_record(4, 1, WALL_BASE_MS - 2_000));
         me.handle(now(0), a.report_record("web", 1, Healthy));
-        me.handle(now(0), SNAPSHOT_DONE);
+        snapshot_done(&mut me, now(0));
         assert!(is_active(&me, "a"), "origin {origin}");
         assert_eq!(verdict(&me, "web"), (Some(true), Source::Global));
         me.handle_timeout(now(1_000));
@@ -190,7 +194,7 @@ fn a_snapshot_record_older_than_ttl_vouches_for_nothing() {
     let b = Peer::new("b", 1);
     me.handle(at(0), b.member_record(4, 1, WALL_BASE_MS - 3_001));
     me.handle(at(0), b.report_record("web", 1, Healthy));
-    me.handle(at(0), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(0));
     assert!(!is_active(&me, "b"));
     assert_eq!(verdict(&me, "web"), (None, Source::Unknown));
     // The live heartbeat that record stood for is not taken for a duplicate.
@@ -212,7 +216,7 @@ fn the_snapshot_is_asked_for_once_connected_and_its_records_are_judged_when_it_i
     me.handle(at(200), a.report_record("web", 1, Healthy));
     assert!(!is_active(&me, "a"), "not judged during the read");
     assert_eq!(verdict(&me, "web"), (Some(false), Source::FallbackLocal));
-    me.handle(at(300), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(300));
     assert!(me.snapshot_loaded());
     assert!(is_active(&me, "a"));
     assert_eq!(verdict(&me, "web"), (Some(true), Source::Global));
@@ -239,7 +243,7 @@ fn an_incomplete_snapshot_is_asked_for_again_at_the_next_tick_and_a_complete_one
     assert_eq!(count(&ticks(&mut me, 4_000, 6_000), "read snapshot"), 0);
     me.handle(at(6_500), CONNECT);
     assert_eq!(drained(&mut me, "read snapshot"), 1);
-    me.handle(at(6_600), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(6_600));
     assert!(me.snapshot_loaded());
     let mut outs = ticks(&mut me, 7_000, 40_000);
     me.handle(at(40_100), DISCONNECT);
@@ -258,7 +262,7 @@ fn resyncs_are_asked_for_only_after_the_snapshot_is_done() {
     me.handle(at(200), a.report_record("web", 1, Healthy));
     me.handle(at(1_100), a.heartbeat(2, 3, WALL_BASE_MS + 1_100));
     assert_eq!(drained(&mut me, "resync a"), 0, "the snapshot brings them");
-    me.handle(at(1_200), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(1_200));
     drain(&mut me);
     me.handle(at(2_100), a.heartbeat(3, 3, WALL_BASE_MS + 2_100));
     assert_eq!(drained(&mut me, "resync a"), 1);
@@ -319,7 +323,7 @@ fn an_earlier_life_of_its_own_with_a_larger_incarnation_raises_it_and_republishe
     me.handle(at(20), earlier.report_record("old", 9, Healthy));
     assert_eq!(tags(&drain(&mut me)), ["delete Health me.old"]);
     // The snapshot read: now its own records are written, with a heartbeat at once.
-    me.handle(at(30), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(30));
     let outs = drain(&mut me);
     let wires: Vec<_> = outs
         .iter()
@@ -502,7 +506,7 @@ fn a_leave_record_in_the_snapshot_makes_a_fresh_member_inactive_and_its_reports_
     me.handle(at(0), b.member_record(7, 1, WALL_BASE_MS - 100));
     me.handle(at(0), a.report_record("web", 1, Healthy));
     me.handle(at(0), b.report_record("web", 1, Unhealthy));
-    me.handle(at(0), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(0));
     assert_eq!(me.active_member_ids(), ["b", "me"]);
     assert_eq!(counts(&me, "web"), (Some(false), 0, 1));
     assert!(me.members().iter().any(|m| m.node == "a" && m.left));
@@ -573,7 +577,7 @@ fn lost_messages_bring_the_members_bucket_read_forward_once_synced_and_connected
     me.handle(at(10), Input::MessagesLost { count: 3 });
     assert_eq!(me.stats().messages_lost, 3);
     assert_eq!(reads_at(&mut me, 1_000, 1_000), 0, "no snapshot yet");
-    me.handle(at(1_500), SNAPSHOT_DONE);
+    snapshot_done(&mut me, at(1_500));
     assert_eq!(reads_at(&mut me, 2_000, 2_000), 1);
     assert_eq!(reads_at(&mut me, 3_000, 3_000), 0, "once");
     me.handle(at(3_100), DISCONNECT);
@@ -757,10 +761,15 @@ fn poll_updated_hands_out_count_changes_that_change_no_verdict_once_per_endpoint
 // ---- refreshing our KV records ----
 
 /// The health-bucket writes among `outs` as (key, seq).
+/// The (key, seq) of every report write among `outs` (not the chunks of a compaction).
 fn health_puts(outs: &[Output]) -> Vec<(String, u64)> {
     let put = |o: &Output| match o {
         Output::KvPut {
-            bucket, key, seq, ..
+            bucket,
+            key,
+            seq,
+            kind: gslb_state_core::MessageKind::Report,
+            ..
         } if *bucket == Bucket::Health => Some((key.clone(), *seq)),
         _ => None,
     };

@@ -2,7 +2,6 @@
 //! tokio runtime; the handle talks to it through runtime-neutral channels, so the caller may use
 //! tokio, smol, or no async runtime at all.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -183,7 +182,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) decisions: RwLock<HashMap<String, Decision>>,
+    /// Every decision by endpoint (Fx-hashed: a snapshot load updates millions).
+    pub(crate) decisions: RwLock<rustc_hash::FxHashMap<String, Decision>>,
     pub(crate) connected: std::sync::atomic::AtomicBool,
     pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
     /// What config sync wants in force.
@@ -230,7 +230,7 @@ impl Handle {
             clock: Clock::start(),
             metrics: Arc::new(Metrics::new()),
             events,
-            decisions: RwLock::new(HashMap::new()),
+            decisions: RwLock::new(rustc_hash::FxHashMap::default()),
             connected: std::sync::atomic::AtomicBool::new(false),
             connect_errors: Arc::default(),
             config_state: tokio::sync::watch::Sender::new(ConfigState::default()),

@@ -177,23 +177,143 @@ pub(crate) async fn read_prefix(
     key_filter: &str,
     out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, String> {
-    match read_by_consumer(&reader.client, store, key_filter, out).await {
+    read_since(reader, store, key_filter, None, out).await
+}
+
+/// [`read_prefix`], of only the keys whose newest value was written at or after revision
+/// `from_revision` (`None`: all). Our buckets keep one value per key (history 1), so the
+/// stream from that revision on holds exactly those keys' newest values.
+pub(crate) async fn read_since(
+    reader: &KvReader,
+    store: &kv::Store,
+    key_filter: &str,
+    from_revision: Option<u64>,
+    out: &mpsc::Sender<Vec<ReadEntry>>,
+) -> Result<u64, String> {
+    // The keys written since a revision are few (a member's changes since its compaction):
+    // batched direct gets need no consumer, and so no round through the meta leader.
+    if from_revision.is_some_and(|from| from > 1) {
+        return read_by_direct_get(reader, store, key_filter, from_revision, out).await;
+    }
+    match read_by_consumer(&reader.client, store, key_filter, from_revision, out).await {
         Ok(n) => Ok(n),
         Err(Left::Failed(e)) => Err(e),
         Err(Left::NoConsumer(e)) => {
             tracing::debug!(bucket = %store.name, error = %e, "no consumer: reading by direct gets");
-            read_by_direct_get(reader, store, key_filter, out).await
+            read_by_direct_get(reader, store, key_filter, from_revision, out).await
         }
     }
 }
 
-/// [`read_prefix`] by an ordered consumer (`LastPerSubject`): the fast way, which needs a
-/// JetStream meta leader to create the consumer. `Err(Left::NoConsumer)` when it cannot be
-/// created.
+/// The newest values of `keys` (absent and deleted keys are skipped), by batched direct gets
+/// (`multi_last`, [`MULTI_GET_KEYS`] keys a request, [`MULTI_GETS_IN_FLIGHT`] requests at
+/// once; nats-server 2.11+, ADR-31), sent to `out` as they arrive. Returns how many were read.
+pub(crate) async fn get_keys(
+    reader: &KvReader,
+    store: &kv::Store,
+    keys: Vec<String>,
+    out: &mpsc::Sender<Vec<ReadEntry>>,
+) -> Result<u64, String> {
+    let groups: Vec<&[String]> = keys.chunks(MULTI_GET_KEYS).collect();
+    let mut read = 0;
+    for wave in groups.chunks(MULTI_GETS_IN_FLIGHT) {
+        let mut gets = Vec::with_capacity(wave.len());
+        for group in wave {
+            gets.push(multi_get(reader, store, group, out));
+        }
+        for result in futures::future::join_all(gets).await {
+            read += result?;
+        }
+    }
+    Ok(read)
+}
+
+/// Keys asked for in one batched direct get of [`get_keys`] (chunks of up to 256 KiB: about
+/// 8 MiB a reply, under the server's default limit of a reply's bytes).
+const MULTI_GET_KEYS: usize = 32;
+/// Batched direct gets of [`get_keys`] in flight at once.
+const MULTI_GETS_IN_FLIGHT: usize = 4;
+
+/// One batched direct get of the newest values of `keys`.
+async fn multi_get(
+    reader: &KvReader,
+    store: &kv::Store,
+    keys: &[String],
+    out: &mpsc::Sender<Vec<ReadEntry>>,
+) -> Result<u64, String> {
+    let (client, api) = (&reader.client, &reader.api);
+    let subject_prefix = format!("$KV.{}.", store.name);
+    let subjects: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{subject_prefix}{k}"))
+        .collect();
+    let request = serde_json::json!({ "multi_last": subjects, "batch": keys.len() }).to_string();
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
+    client
+        .publish_with_reply(
+            format!("{api}.DIRECT.GET.{}", store.stream_name),
+            inbox,
+            request.into(),
+        )
+        .await
+        .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
+    let mut read = 0;
+    loop {
+        let message = tokio::time::timeout(READ_IDLE_TIMEOUT, replies.next())
+            .await
+            .map_err(|_| {
+                format!(
+                    "reading {}: no answer for {READ_IDLE_TIMEOUT:?}",
+                    store.stream_name
+                )
+            })?
+            .ok_or_else(|| format!("reading {}: subscription ended", store.stream_name))?;
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        match message.status.map(|s| s.as_u16()) {
+            // The end of the batch, or none of the keys exists.
+            Some(204) | Some(404) => return Ok(read),
+            Some(code) => {
+                return Err(format!(
+                    "reading {}: {code} {}",
+                    store.stream_name,
+                    message.description.as_deref().unwrap_or("")
+                ));
+            }
+            None => {}
+        }
+        let deleted = header("KV-Operation").is_some_and(|op| op != "PUT");
+        let subject = header("Nats-Subject").unwrap_or_default();
+        if !deleted && let Some(key) = subject.strip_prefix(subject_prefix.as_str()) {
+            read += 1;
+            let entry = ReadEntry {
+                key: key.to_owned(),
+                value: message.payload.clone(),
+            };
+            if out.send(vec![entry]).await.is_err() {
+                return Ok(read);
+            }
+        }
+    }
+}
+
+/// [`read_since`] by an ordered consumer (`LastPerSubject`, or from a start sequence): the
+/// fast way, which needs a JetStream meta leader to create the consumer.
+/// `Err(Left::NoConsumer)` when it cannot be created.
 async fn read_by_consumer(
     client: &async_nats::Client,
     store: &kv::Store,
     key_filter: &str,
+    from_revision: Option<u64>,
     out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, Left> {
     let subject_prefix = format!("$KV.{}.", store.name);
@@ -204,7 +324,12 @@ async fn read_by_consumer(
             name: Some(consumer_name(&deliver_subject)),
             deliver_subject,
             filter_subject: format!("{subject_prefix}{key_filter}"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
+            deliver_policy: match from_revision {
+                None => DeliverPolicy::LastPerSubject,
+                Some(start_sequence) => DeliverPolicy::ByStartSequence {
+                    start_sequence: start_sequence.max(1),
+                },
+            },
             replay_policy: ReplayPolicy::Instant,
             ..Default::default()
         })
@@ -296,6 +421,7 @@ async fn read_by_direct_get(
     reader: &KvReader,
     store: &kv::Store,
     key_filter: &str,
+    from_revision: Option<u64>,
     out: &mpsc::Sender<Vec<ReadEntry>>,
 ) -> Result<u64, String> {
     let (client, api) = (&reader.client, &reader.api);
@@ -308,7 +434,34 @@ async fn read_by_direct_get(
         .await
         .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
     let mut read = 0u64;
-    let mut from_seq = 1u64;
+    let mut from_seq = from_revision.unwrap_or(1).max(1);
+    if from_seq > 1 {
+        // Keys written since a revision are usually none: one plain direct get (which, unlike
+        // a page, does not make the server count every matching key left) says so.
+        let request = format!("{{\"seq\":{from_seq},\"next_by_subj\":\"{filter}\"}}");
+        let reply = client
+            .request(request_subject.clone(), request.into())
+            .await
+            .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
+        match reply.status.map(|s| s.as_u16()) {
+            Some(404) => return Ok(0),
+            Some(code) => {
+                return Err(format!(
+                    "reading {}: {code} {}",
+                    store.stream_name,
+                    reply.description.as_deref().unwrap_or("")
+                ));
+            }
+            None => {
+                let seq = reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Sequence"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                from_seq = seq.unwrap_or(from_seq);
+            }
+        }
+    }
     let mut progress = ReadProgress::new(&store.name, key_filter);
     loop {
         let request = format!(
@@ -582,6 +735,8 @@ pub(crate) struct WriteDone {
     pub(crate) bucket: Bucket,
     pub(crate) key: String,
     pub(crate) seq: u64,
+    /// The KV revision it was stored at (0 when it failed).
+    pub(crate) revision: u64,
     pub(crate) ok: bool,
 }
 
@@ -610,13 +765,17 @@ pub(crate) async fn run_writer(
                             store
                                 .put(&key, value.clone())
                                 .await
-                                .map(|_| ())
                                 .map_err(|e| e.to_string()),
                             Some(*seq),
                         ),
-                        WriteOp::Delete => {
-                            (store.delete(&key).await.map_err(|e| e.to_string()), None)
-                        }
+                        WriteOp::Delete => (
+                            store
+                                .delete(&key)
+                                .await
+                                .map(|()| 0)
+                                .map_err(|e| e.to_string()),
+                            None,
+                        ),
                     };
                     (bucket, key, store.name.clone(), seq, result)
                 });
@@ -638,7 +797,8 @@ pub(crate) async fn run_writer(
                     tracing::debug!(bucket = %name, key = %key, error = %e, "KV write failed; will retry");
                 }
                 if let Some(seq) = seq {
-                    let _ = done.send(WriteDone { bucket, key, seq, ok: result.is_ok() });
+                    let revision = *result.as_ref().unwrap_or(&0);
+                    let _ = done.send(WriteDone { bucket, key, seq, revision, ok: result.is_ok() });
                 }
             }
             changed = stores.changed(), if ready.is_none() => {

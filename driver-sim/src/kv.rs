@@ -1,7 +1,15 @@
 //! The simulated JetStream KV store: one map per bucket, a revision per write, durable across
 //! broker outages (JetStream persists to disk).
+//!
+//! Revisions count every write (put or delete) of the whole store from 1, as a JetStream
+//! stream's sequence counts every message of its bucket: one counter for both buckets keeps
+//! them growing by one per write within each bucket's order too, which is all a reader relies on
+//! (the core compares revisions of the health bucket only). A key keeps the revision and value
+//! of its last put; a delete removes the value (reads skip it) but takes a revision all the
+//! same.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use bytes::Bytes;
 use gslb_state_core::Bucket;
@@ -38,7 +46,7 @@ impl Kv {
         }
     }
 
-    /// Stores `value` under `key`; returns the new revision.
+    /// Stores `value` under `key`; returns the revision it was stored at.
     pub fn put(&mut self, bucket: Bucket, key: String, value: Bytes) -> u64 {
         self.revision += 1;
         let revision = self.revision;
@@ -47,10 +55,18 @@ impl Kv {
         revision
     }
 
-    /// Deletes `key`.
-    pub fn delete(&mut self, bucket: Bucket, key: &str) {
+    /// Deletes `key` (a write: it takes the next revision, whether or not `key` held a
+    /// value); returns that revision.
+    pub fn delete(&mut self, bucket: Bucket, key: &str) -> u64 {
         self.revision += 1;
         self.bucket_mut(bucket).remove(key);
+        self.revision
+    }
+
+    /// The value under `key` and the revision it was stored at (a direct get), if the key
+    /// holds one.
+    pub fn get(&self, bucket: Bucket, key: &str) -> Option<&KvValue> {
+        self.bucket(bucket).get(key)
     }
 
     /// The latest revision of any write.
@@ -71,17 +87,32 @@ impl Kv {
     /// Every entry of `bucket` whose key matches the NATS-style `filter` (`>` matches the
     /// rest, `*` one token), in key order.
     pub fn read(&self, bucket: Bucket, filter: &str) -> Vec<(String, Bytes)> {
-        let map = self.bucket(bucket);
-        let literal = filter.find(['*', '>']).map_or(filter, |i| &filter[..i]);
-        map.range(literal.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(literal))
-            .filter(|(k, _)| subject_matches(filter, k))
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+        self.entries(bucket, filter)
+            .map(|(k, v)| (k.to_owned(), v.value.clone()))
             .collect()
+    }
+
+    /// Every entry of `bucket` whose key matches `filter` ([`subject_matches`]), with its
+    /// revision, in key order.
+    pub fn entries<'a>(
+        &'a self,
+        bucket: Bucket,
+        filter: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a KvValue)> + 'a {
+        // Every key that matches starts with what comes before the filter's first wildcard.
+        let literal = filter.find(['*', '>']).map_or(filter, |i| &filter[..i]);
+        self.bucket(bucket)
+            .range::<str, _>((Bound::Included(literal), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(literal))
+            .filter(move |(k, _)| subject_matches(filter, k))
+            .map(|(k, v)| (k.as_str(), v))
     }
 }
 
-/// NATS subject matching: tokens split on `.`, `*` matches one token, `>` one or more.
+/// NATS subject matching, as a KV key filter matches keys: tokens split on `.`, a `*` token
+/// matches exactly one token, a `>` token (last) one or more trailing tokens, any other token
+/// only itself. `<node>.*` matches `<node>`'s report keys (two tokens) and not its snapshot
+/// chunks (`<node>._SNAP.<slot>.<index>`, four); `*.*` every report key and no chunk.
 pub fn subject_matches(filter: &str, key: &str) -> bool {
     let mut f = filter.split('.');
     let mut k = key.split('.');
@@ -110,6 +141,69 @@ mod tests {
         assert!(!subject_matches("a.*", "a.b.c"));
         assert!(subject_matches(">", "x"));
         assert!(subject_matches("a", "a"));
+        assert!(!subject_matches("a", "a.b"));
+        assert!(!subject_matches("a.b", "a"));
+        assert!(subject_matches("*.b.>", "x.b.c.d"));
+        assert!(!subject_matches("*.b.>", "x.c.c.d"));
+    }
+
+    #[test]
+    fn report_filters_match_report_keys_and_no_chunk_key() {
+        let chunk = "n1._SNAP.0.3";
+        assert!(subject_matches("n1.*", "n1.web"));
+        assert!(!subject_matches("n1.*", chunk), "a chunk has four tokens");
+        assert!(!subject_matches("n1.*", "n10.web"));
+        assert!(!subject_matches("n1.*", "n1"));
+        assert!(subject_matches("*.*", "n1.web"));
+        assert!(subject_matches("*.*", "n10.db"));
+        assert!(!subject_matches("*.*", chunk));
+        assert!(!subject_matches("*.*", "n1"));
+        assert!(subject_matches("n1.>", chunk));
+        assert!(subject_matches("n1._SNAP.*.*", chunk));
+    }
+
+    #[test]
+    fn entries_carry_the_revision_of_the_last_write_and_deletes_take_one() {
+        let mut kv = Kv::default();
+        assert_eq!(
+            kv.put(Bucket::Health, "n1.web".into(), Bytes::from_static(b"1")),
+            1
+        );
+        assert_eq!(
+            kv.put(Bucket::Members, "n1".into(), Bytes::from_static(b"m")),
+            2
+        );
+        assert_eq!(
+            kv.put(
+                Bucket::Health,
+                "n1._SNAP.1.0".into(),
+                Bytes::from_static(b"c")
+            ),
+            3
+        );
+        assert_eq!(
+            kv.put(Bucket::Health, "n1.web".into(), Bytes::from_static(b"2")),
+            4
+        );
+        assert_eq!(
+            kv.delete(Bucket::Health, "n1.db"),
+            5,
+            "a delete of nothing too"
+        );
+        assert_eq!(
+            kv.get(Bucket::Health, "n1.web").map(|v| v.revision),
+            Some(4)
+        );
+        assert_eq!(kv.get(Bucket::Health, "n1.db"), None);
+        let got: Vec<(&str, u64)> = kv
+            .entries(Bucket::Health, "*.*")
+            .map(|(k, v)| (k, v.revision))
+            .collect();
+        assert_eq!(got, [("n1.web", 4)]);
+        assert_eq!(kv.entries(Bucket::Health, "n1.*").count(), 1);
+        assert_eq!(kv.entries(Bucket::Health, "n1.>").count(), 2);
+        assert_eq!(kv.delete(Bucket::Health, "n1.web"), 6);
+        assert_eq!(kv.entries(Bucket::Health, "*.*").count(), 0);
     }
 
     #[test]

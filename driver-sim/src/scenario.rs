@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use gslb_state_core::{Source, StateSettings};
+use gslb_state_core::{Limits, Source, StateSettings};
 
 /// Nanoseconds in a millisecond.
 pub const NS_PER_MS: u64 = 1_000_000;
@@ -383,6 +383,10 @@ pub struct Scenario {
     pub events: Vec<Event>,
     /// Expectations, sorted by time.
     pub expects: Vec<Expect>,
+    /// [`Limits::compact_interval`] of every node: the least time between two compactions
+    /// of its reports into a compacted snapshot. The core's default for a scenario file or
+    /// [`Scenario::new`]; [`crate::schedule::COMPACT_INTERVAL`] for `gslb-sim check`'s.
+    pub compact_interval: Duration,
 }
 
 impl Scenario {
@@ -406,6 +410,7 @@ impl Scenario {
                 .collect(),
             events: Vec::new(),
             expects: Vec::new(),
+            compact_interval: Limits::default().compact_interval,
         }
     }
 

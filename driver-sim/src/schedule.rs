@@ -20,6 +20,11 @@ const DAY: u64 = 86_400 * SEC;
 
 /// Largest monotonic clock offset drawn for a node whose clock runs on across restarts.
 pub const MONOTONIC_OFFSET_MAX_NS: u64 = 4 * DAY;
+/// [`crate::Scenario::compact_interval`] of a generated scenario: far below the core's default
+/// (30 s), so that runs of a minute or so compact every node's reports again and again —
+/// during partitions and outages too, where the chunk writes fail — and (re)started nodes
+/// read the compacted snapshots.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(2);
 /// Smallest and largest wall-clock step back at a restart in run S.
 pub const CLOCK_STEP_MS: (u64, u64) = (1_000, 2 * 3_600_000);
 
@@ -262,6 +267,7 @@ pub fn generate(seed: u64, nodes: usize, endpoints: usize) -> Generated {
             })
             .collect(),
         expects: Vec::new(),
+        compact_interval: COMPACT_INTERVAL,
     };
     let ttl = scenario.state.heartbeat_ttl.as_nanos() as u64;
     let interval = scenario.state.heartbeat_interval.as_nanos() as u64;

@@ -159,6 +159,84 @@ fn crash_and_restart_start_a_new_incarnation_that_rereads_the_kv_snapshot() {
     assert_eq!(snapshot, 15_000 * NS_PER_MS + s.network.default.latency_ns);
 }
 
+/// With a short compaction interval every node compacts its reports into chunks that its
+/// record names; a restarted node reads its peers' reports from those chunks and the report
+/// keys written since, and knows what a full per-key read would have told it (checked by the
+/// world when the snapshot is loaded). A compaction whose chunk write fails (the node is cut
+/// off from the KV store, on the minority side of a partition) is abandoned, and done again
+/// after more changes.
+#[test]
+fn a_restarted_node_reads_compacted_snapshots_and_a_failed_compaction_is_done_again() {
+    let endpoints = ["a", "b", "c", "d", "e", "f"];
+    let mut s = Scenario::new(
+        3,
+        secs(30),
+        state(Policy::GlobalQuorum),
+        &["n0", "n1", "n2"],
+    );
+    s.compact_interval = secs(1);
+    for n in 0..3 {
+        for e in endpoints {
+            s.at(secs(0), observe(n, e, Some(true)));
+        }
+    }
+    // n0 changes all its reports while it cannot reach the KV store: its compaction fails.
+    s.at(
+        secs(5),
+        EventKind::Partition {
+            groups: vec![vec![0], vec![1, 2]],
+        },
+    );
+    for e in endpoints {
+        s.at(secs(6), observe(0, e, Some(false)));
+    }
+    s.at(secs(9), EventKind::Heal);
+    // Half of them again, with the KV store in reach: compacted.
+    for e in &endpoints[..3] {
+        s.at(secs(12), observe(0, e, Some(true)));
+    }
+    s.at(secs(20), EventKind::Crash(2));
+    s.at(
+        secs(22),
+        EventKind::Restart {
+            node: 2,
+            clock_offset_ms: None,
+        },
+    );
+    let counted = |endpoint: &str, healthy: u32| ExpectChecks {
+        healthy_reports: Some(healthy),
+        total_reports: Some(3),
+        ..verdict(endpoint, Some(true), Source::Global)
+    };
+    expect(&mut s, 23, 2, counted("a", 3));
+    expect(&mut s, 23, 2, counted("f", 2));
+    let o = run(&s, RunOptions::default());
+    assert_all_hold(&o);
+    assert!(
+        o.snapshot_mismatches.is_empty(),
+        "{:#?}",
+        o.snapshot_mismatches
+    );
+    assert!(
+        o.chunk_writes_failed >= 1,
+        "n0's compaction in the partition"
+    );
+    // Each node's first compaction, n0's after the partition, n2's in its second life.
+    assert!(o.chunk_writes >= 5, "{} chunks written", o.chunk_writes);
+    assert!(
+        o.chunks_read >= 2,
+        "n2 read n0's and n1's chunks: {}",
+        o.chunks_read
+    );
+    // With the core's default interval (30 s) nothing is compacted before n2 restarts: it
+    // reads every report key.
+    let mut long = s.clone();
+    long.compact_interval = secs(30);
+    let o = run(&long, RunOptions::default());
+    assert_all_hold(&o);
+    assert_eq!(o.chunks_read, 0);
+}
+
 /// Incarnations never go backwards, even when a node restarts with its wall clock behind:
 /// it reads its earlier life's record in the snapshot before it writes its own (a first
 /// version of the protocol wrote it in the same drain as its first heartbeat, the write

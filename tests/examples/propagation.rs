@@ -20,9 +20,12 @@
 //!    is awaited before the raw sample.
 //!    With `--features gslb-state-nats/trace-hops`, the time of each hop of our path is printed
 //!    too (see `gslb_state_nats::hops`).
-//! 2. **Snapshot load.** The reports and membership records of SNAPSHOT_NODES nodes are written
-//!    into a second cluster's buckets with the core's codec; a new node starts and the time
-//!    until its health snapshot is loaded ([`Event::SnapshotLoaded`]) is measured.
+//! 2. **Snapshot load.** The reports, compacted snapshots and membership records of
+//!    SNAPSHOT_NODES nodes are written into the buckets with the core's codec, as those nodes
+//!    would leave them after their first compaction (one key per report, then the chunks); a
+//!    new node starts and the time until it has applied every report is measured, beside the
+//!    core alone fed the same records and chunks, and a bare ordered consumer reading every
+//!    report key (what a per-key snapshot read cannot beat).
 //!    Then a real daemon (`GSLB_STATE_BIN`, else `target/release/gslb-state` when built)
 //!    loads the same snapshot, and its resident memory once loaded is printed.
 
@@ -35,11 +38,14 @@ use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures::StreamExt;
-use gslb_state_core::codec::{MemberRecord, Message, ReportRecord, ReportState, encode};
+use gslb_state_core::codec::{
+    MemberRecord, Message, ReportItem, ReportRecord, ReportState, SnapshotRef, encode,
+};
+use gslb_state_core::compaction::encode_chunks;
 use gslb_state_core::{Bucket, Config, Names, Source};
 use gslb_state_nats::hops::{self, Hop};
 use gslb_state_nats::{Event, Handle, NodeOptions};
-use gslb_state_tests::measure::{percentile, proc_status_kb};
+use gslb_state_tests::measure::{cpu_ticks, percentile, proc_status_kb};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -461,6 +467,23 @@ async fn daemon_rss(
     Ok(())
 }
 
+/// Waits (at most 60 s) until the servers of `cluster` use under 5 % of a core together over
+/// half a second; returns how long that took.
+async fn servers_quiet(cluster: &NatsCluster) -> Duration {
+    let pids: Vec<u32> = cluster.servers().iter().filter_map(|s| s.pid()).collect();
+    let ticks = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let before = ticks();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // 100 ticks a second: 5 % of a core over 0.5 s is 2.5 ticks.
+        if ticks() - before <= 2 {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -491,9 +514,22 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
     let health = names.bucket(Bucket::Health).to_owned();
     let endpoints: Vec<String> = (0..reports).map(|i| format!("ep{i:06}")).collect();
     let now_ms = unix_ms();
+    let state_of = |i: usize, w: usize| {
+        if (i + w).is_multiple_of(3) {
+            ReportState::Unhealthy
+        } else {
+            ReportState::Healthy
+        }
+    };
+    // As a node leaves them: one key per report, then (at its first compaction) the chunks of
+    // its compacted snapshot, named by its membership record with the highest revision of its
+    // report writes.
     let mut acks = futures::stream::FuturesUnordered::new();
+    let mut records = Vec::with_capacity(writers);
+    let mut chunk_values: Vec<(String, Bytes)> = Vec::new();
     for w in 0..writers {
         let node = format!("w{w}");
+        let mut revision = 0u64;
         for (i, e) in endpoints.iter().enumerate() {
             let value = encode(&Message::Report(ReportRecord {
                 cluster: cluster_id,
@@ -502,43 +538,76 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
                 incarnation: 1,
                 seq: i as u64 + 1,
                 sent_unix_ms: now_ms,
-                state: if (i + w) % 3 == 0 {
-                    ReportState::Unhealthy
-                } else {
-                    ReportState::Healthy
-                },
+                state: state_of(i, w),
             }));
             let subject = format!("$KV.{health}.{}", names.report_key(&node, e));
             acks.push(js.publish(subject, value).await?.into_future());
-            if acks.len() >= 4096 {
-                acks.next().await.transpose()?;
+            if acks.len() >= 4096
+                && let Some(ack) = acks.next().await
+            {
+                revision = revision.max(ack?.sequence);
             }
         }
+        while let Some(ack) = acks.next().await {
+            revision = revision.max(ack?.sequence);
+        }
+        let items: Vec<ReportItem<'_>> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ReportItem {
+                endpoint: e,
+                seq: i as u64 + 1,
+                state: state_of(i, w),
+            })
+            .collect();
+        let chunks = encode_chunks(cluster_id, &node, 1, 1, &items).ok_or("too many chunks")?;
+        for (i, value) in chunks.iter().enumerate() {
+            let key = names.chunk_key(&node, 1, i as u32);
+            js.publish(format!("$KV.{health}.{key}"), value.clone())
+                .await?
+                .await?;
+            chunk_values.push((key, value.clone()));
+        }
+        records.push((
+            node,
+            SnapshotRef {
+                incarnation: 1,
+                generation: 1,
+                chunks: chunks.len() as u32,
+                seq: reports as u64,
+                revision,
+            },
+        ));
     }
-    while let Some(ack) = acks.next().await {
-        ack?;
-    }
-    let members = js.get_key_value(names.bucket(Bucket::Members)).await?;
-    for w in 0..writers {
-        let node = format!("w{w}");
-        let value = encode(&Message::Member(MemberRecord {
+    let record_of = |node: &str, snapshot: SnapshotRef| {
+        encode(&Message::Member(MemberRecord {
             cluster: cluster_id,
-            node: &node,
+            node,
             region: "",
             incarnation: 1,
             hb_seq: 1,
             sent_unix_ms: unix_ms(),
             report_seq: reports as u64,
             kv_seq: reports as u64,
-        }));
-        members.put(names.member_key(&node), value).await?;
+            snapshot: Some(snapshot),
+        }))
+    };
+    let members = js.get_key_value(names.bucket(Bucket::Members)).await?;
+    for (node, snapshot) in &records {
+        members
+            .put(names.member_key(node), record_of(node, *snapshot))
+            .await?;
     }
     println!(
-        "snapshot: wrote {writers} nodes x {reports} reports (R3) in {:.1} s",
+        "snapshot: wrote {writers} nodes x {reports} reports (R3), and {} chunks of their compacted snapshots, in {:.1} s",
+        chunk_values.len(),
         t.elapsed().as_secs_f64()
     );
+    // A node restarts at any later time: the servers have applied the writes by then.
+    let quiet = servers_quiet(cluster).await;
+    println!("servers quiet (under 5 % of a core together) after {quiet:.1?}");
 
-    // The core alone, fed the same entries in the same order: what any driver must spend.
+    // The core alone, fed the same records and chunks: what any driver must spend.
     let mut core = gslb_state_core::Node::new(
         gslb_state_core::NodeConfig::from_config(
             &config(cluster_id, &cluster.urls(), "10m")?,
@@ -549,30 +618,9 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             gslb_state_core::WallTime::from_unix_ms(unix_ms()),
         ),
     )?;
-    let entries: Vec<(String, Bytes)> = (0..writers)
-        .flat_map(|w| {
-            let node = format!("w{w}");
-            endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let value = encode(&Message::Report(ReportRecord {
-                        cluster: cluster_id,
-                        node: &node,
-                        endpoint: e,
-                        incarnation: 1,
-                        seq: i as u64 + 1,
-                        sent_unix_ms: now_ms,
-                        state: if (i + w) % 3 == 0 {
-                            ReportState::Unhealthy
-                        } else {
-                            ReportState::Healthy
-                        },
-                    }));
-                    (names.report_key(&node, e), value)
-                })
-                .collect::<Vec<_>>()
-        })
+    let member_values: Vec<(String, Bytes)> = records
+        .iter()
+        .map(|(node, snapshot)| (names.member_key(node), record_of(node, *snapshot)))
         .collect();
     let t = Instant::now();
     let now = gslb_state_core::Now::new(
@@ -584,39 +632,15 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         now,
         gslb_state_core::Input::Connectivity(gslb_state_core::Connectivity::Connected),
     );
-    for w in 0..writers {
-        let node = format!("w{w}");
-        let value = encode(&Message::Member(MemberRecord {
-            cluster: cluster_id,
-            node: &node,
-            region: "",
-            incarnation: 1,
-            hb_seq: 1,
-            sent_unix_ms: unix_ms(),
-            report_seq: reports as u64,
-            kv_seq: reports as u64,
-        }));
+    for (key, value) in &member_values {
         core.handle(
             now,
             gslb_state_core::Input::KvEntry {
                 bucket: Bucket::Members,
-                key: names.member_key(&node),
-                value,
+                key: key.clone(),
+                value: value.clone(),
             },
         );
-    }
-    for chunk in entries.chunks(16 * 1024) {
-        for (key, value) in chunk {
-            core.handle(
-                now,
-                gslb_state_core::Input::KvEntry {
-                    bucket: Bucket::Health,
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-            );
-        }
-        while core.poll_output().is_some() {}
     }
     core.handle(
         now,
@@ -625,14 +649,61 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             complete: true,
         },
     );
-    while core.poll_output().is_some() {}
+    let mut asked = 0;
+    while let Some(out) = core.poll_output() {
+        if let gslb_state_core::Output::ReadSnapshotReports { chunks, .. } = out {
+            asked += chunks.len();
+        }
+    }
+    // A driver drains the changed decisions as well as the outputs.
+    let drain = |core: &mut gslb_state_core::Node| {
+        while core.poll_output().is_some() {}
+        while core.poll_updated().is_some() {}
+    };
+    if asked != chunk_values.len() {
+        return Err(format!(
+            "the core asked for {asked} of {} chunks",
+            chunk_values.len()
+        )
+        .into());
+    }
+    for (key, value) in &chunk_values {
+        core.handle(
+            now,
+            gslb_state_core::Input::KvEntry {
+                bucket: Bucket::Health,
+                key: key.clone(),
+                value: value.clone(),
+            },
+        );
+        drain(&mut core);
+    }
+    core.handle(
+        now,
+        gslb_state_core::Input::KvReadDone {
+            read: gslb_state_core::KvRead::SnapshotReports {
+                region: String::new(),
+            },
+            complete: true,
+        },
+    );
+    drain(&mut core);
     let core_alone = t.elapsed();
+    if !core.snapshot_loaded() || core.stats().reports_applied != (writers * reports) as u64 {
+        return Err(format!(
+            "core alone: loaded {}, {} reports applied",
+            core.snapshot_loaded(),
+            core.stats().reports_applied
+        )
+        .into());
+    }
     println!(
-        "core alone: {writers} active members' {} report entries handed in (outputs drained every 16k) in {:.3} s",
-        entries.len(),
+        "core alone: {writers} active members' records and {} chunks ({} reports) handed in, outputs and changed decisions drained, in {:.3} s",
+        chunk_values.len(),
+        writers * reports,
         core_alone.as_secs_f64()
     );
-    drop((core, entries));
+    drop((core, chunk_values, member_values));
 
     let start = Instant::now();
     let node = Handle::start(NodeOptions::new(
@@ -648,7 +719,7 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         if connected.is_none() && node.is_connected() {
             connected = Some(start.elapsed());
         }
-        if node.stats().await?.reports_applied >= total {
+        if node.snapshot_loaded() && node.stats().await?.reports_applied >= total {
             break;
         }
         if start.elapsed() > Duration::from_secs(120) {
@@ -679,7 +750,7 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
         .stream
         .create_consumer(push::OrderedConfig {
             deliver_subject: client.new_inbox(),
-            filter_subject: format!("$KV.{health}.>"),
+            filter_subject: format!("$KV.{health}.{}", Names::REPORTS_FILTER),
             deliver_policy: DeliverPolicy::LastPerSubject,
             replay_policy: ReplayPolicy::Instant,
             ..Default::default()

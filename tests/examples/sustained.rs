@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gslb_state_core::{Config, DropReason, Source};
 use gslb_state_nats::{Event, Handle, NodeOptions};
 use gslb_state_sim::rng::Rng;
-use gslb_state_tests::measure::{percentile, proc_status_kb};
+use gslb_state_tests::measure::{cpu_ticks, percentile, proc_status_kb};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts, metric_value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -554,25 +554,6 @@ impl Drop for Nodes {
             let _ = child.wait();
         }
     }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // After the command: state (3) ... utime (14), stime (15).
-    field(11) + field(12)
 }
 
 /// (busy, total) jiffies of the whole host, from `/proc/stat`.

@@ -25,6 +25,25 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// utime + stime of process `pid`, in clock ticks (0 when it is gone).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the command: state (3) ... utime (14), stime (15).
+    field(11) + field(12)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

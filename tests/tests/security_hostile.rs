@@ -53,6 +53,16 @@ fn forge(cluster: &str, node: &str, endpoints: &[String], healthy: bool) -> Forg
             complete: true,
         },
     );
+    // The report read the core asks for then (one region without region buckets): empty.
+    core.handle(
+        now,
+        Input::KvReadDone {
+            read: KvRead::SnapshotReports {
+                region: String::new(),
+            },
+            complete: true,
+        },
+    );
     for endpoint in endpoints {
         core.handle(
             now,

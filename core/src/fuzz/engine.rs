@@ -11,7 +11,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 
 use super::WALL_BASE_MS;
-use crate::codec::{self, Message};
+use crate::codec::{self, Message, SnapshotRef};
 use crate::config::Config;
 use crate::names::{Bucket, MAX_ENDPOINT_NAME_BYTES, Names, check_endpoint_name};
 use crate::reference::Reference;
@@ -34,6 +34,9 @@ const PEER_ID: &str = "peer";
 const NODES: [&str; 6] = ["a", "b", "n.1", "ünï ☃", OWN_ID, "z-9"];
 /// At most this many earlier messages are kept for replays.
 const MAX_REMEMBERED: usize = 64;
+/// At most this many compacted snapshots named by records handed in are kept (for chunks
+/// that match them).
+const MAX_SNAPSHOT_REFS: usize = 16;
 /// Timer wake-ups run one by one in a time jump before the rest is jumped at once.
 const MAX_WAKES_PER_ADVANCE: usize = 256;
 /// Time never goes past this (about 3 years), so instants stay far from saturation.
@@ -66,12 +69,16 @@ fn hold(u: &mut Unstructured<'_>) -> arbitrary::Result<Duration> {
 /// batches, local observations, KV member and report records with skewed timestamps, replays
 /// and corrupted replays of earlier messages, spoofed and foreign messages, echoes of the
 /// node's own messages, config events (valid and not, changing scope and holds too),
-/// connectivity changes, KV read and write outcomes, time jumps (through hold deadlines) and
-/// wall-clock steps. They drive a [`Node`] and a [`Reference`] side by
+/// connectivity changes, KV read and write outcomes (acknowledgements with KV revisions, in
+/// order or not), both parts of the start-up snapshot, member records that name compacted
+/// snapshots and their chunks (matching, or of another generation, slot, index, node or
+/// incarnation), time jumps (through hold deadlines) and wall-clock steps. They drive a [`Node`] and a [`Reference`] side by
 /// side; after every operation every decision and the set of active members must agree, and the
 /// engine's own invariants must hold: decision outputs match the getters, counters match the
 /// outputs, every input is counted, timers are never in the past, and what the node publishes
-/// is well-formed and announces exactly what it has sent.
+/// is well-formed and announces exactly what it has sent, the report reads of the snapshot
+/// are the ones the model expects, and every compacted snapshot the node's record names is,
+/// with the report keys written after it, at least as new as its report keys in the KV.
 pub fn engine(data: &[u8]) {
     engine_traced(data, &mut |_, _| {});
 }
@@ -123,8 +130,17 @@ struct Harness {
     local: BTreeMap<String, bool>,
     /// Endpoints whose KV write the harness reported as failed since their last write.
     failed_puts: BTreeSet<String>,
-    /// Health-bucket writes of the node not acknowledged yet: (key, seq).
-    unacked_puts: Vec<(String, u64)>,
+    /// Health-bucket writes of the node not acknowledged yet: (key, seq, value).
+    unacked_puts: Vec<(String, u64, Bytes)>,
+    /// The KV revision of the node's latest health-bucket write or delete the harness carried
+    /// out (revisions grow by one per write).
+    revision: u64,
+    /// The node's health-bucket keys as the harness stored them (when it acknowledged the
+    /// write): revision and value.
+    kv: BTreeMap<String, (u64, Bytes)>,
+    /// Compacted snapshots named by the member records handed in, with their node: chunks
+    /// are drawn to match them.
+    snapshot_refs: Vec<(&'static str, SnapshotRef)>,
     /// What the node did so far, as the checks saw it.
     seen: Seen,
 }
@@ -141,10 +157,15 @@ impl Harness {
         config.state.hold_up = hold(u)?;
         config.state.hold_down = hold(u)?;
         config.region = ops::region(u)?.to_owned();
+        let compact_interval = match u.int_in_range(0u8..=3)? {
+            0 => Limits::default().compact_interval,
+            _ => Duration::from_millis(u.int_in_range(0u64..=5_000)?),
+        };
         let node_config = NodeConfig {
             limits: Limits {
                 // Forgetting long-gone members is a memory bound the model does not have.
                 forget_after_ttls: 0,
+                compact_interval,
                 ..Limits::default()
             },
             confirm_apply: u.arbitrary()?,
@@ -169,7 +190,7 @@ impl Harness {
         peer_config.state.hold_down = Duration::ZERO;
         let mut h = Harness {
             start: format!(
-                "start at {t_ns} ns: {:?}, connected: {connect}",
+                "start at {t_ns} ns: {:?}, compact interval {compact_interval:?}, connected: {connect}",
                 config.state
             ),
             names: Names::new(CLUSTER),
@@ -184,6 +205,9 @@ impl Harness {
             local: BTreeMap::new(),
             failed_puts: BTreeSet::new(),
             unacked_puts: Vec::new(),
+            revision: 0,
+            kv: BTreeMap::new(),
+            snapshot_refs: Vec::new(),
             seen: Seen::default(),
         };
         if connect {
@@ -299,6 +323,15 @@ impl Harness {
                 self.feed_counted(input);
             }
             Op::Kv { bucket, key, value } => {
+                if let Ok(Message::Member(rec)) = codec::decode(&value)
+                    && let Some(s) = rec.snapshot
+                    && let Some(&node) = NODES.iter().find(|&&n| n == rec.node)
+                {
+                    if self.snapshot_refs.len() >= MAX_SNAPSHOT_REFS {
+                        self.snapshot_refs.remove(0);
+                    }
+                    self.snapshot_refs.push((node, s));
+                }
                 let input = Input::KvEntry { bucket, key, value };
                 self.remember(&input);
                 self.feed_counted(input);
@@ -349,12 +382,24 @@ impl Harness {
                 }
                 self.feed(Input::KvPutFailed { bucket, key });
             }
-            Op::AckPuts => {
-                for (key, seq) in std::mem::take(&mut self.unacked_puts) {
+            Op::AckPuts { reverse } => {
+                // Stored in the order handed out, each at the next revision; the
+                // acknowledgements may come back in another order.
+                let mut acks = Vec::new();
+                for (key, seq, value) in std::mem::take(&mut self.unacked_puts) {
+                    self.revision += 1;
+                    self.kv.insert(key.clone(), (self.revision, value));
+                    acks.push((key, seq, self.revision));
+                }
+                if reverse {
+                    acks.reverse();
+                }
+                for (key, seq, revision) in acks {
                     self.feed(Input::KvPutOk {
                         bucket: Bucket::Health,
                         key,
                         seq,
+                        revision,
                     });
                 }
             }

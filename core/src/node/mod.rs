@@ -14,10 +14,12 @@ mod explain;
 mod receive;
 mod send;
 mod settings;
+mod snapshot_read;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::compaction::Compaction;
 use crate::config::StateSettings;
 use crate::input::{Connectivity, Input};
 use crate::membership::{MemberIdx, Members};
@@ -158,6 +160,14 @@ pub struct Node {
     anti_entropy_due: bool,
     leaving: Leaving,
     config: ConfigApply,
+    /// This node's compacted snapshot of its reports.
+    compaction: Compaction,
+    /// The chunk writes of the compaction in flight, handed out with the report writes.
+    chunk_puts: VecDeque<Output>,
+    /// Whether members' records and reports are in their own region's buckets.
+    region_buckets: bool,
+    /// The start-up snapshot's report reads (its second part).
+    snapshot_reads: snapshot_read::SnapshotReads,
 }
 
 impl Node {
@@ -218,6 +228,10 @@ impl Node {
             own_record_ms: 0,
             anti_entropy_due: false,
             leaving: Leaving::No,
+            compaction: Compaction::new(now.mono),
+            chunk_puts: VecDeque::new(),
+            region_buckets: config.region_buckets,
+            snapshot_reads: snapshot_read::SnapshotReads::default(),
         })
     }
 
@@ -358,7 +372,12 @@ impl Node {
             Input::Connectivity(c) => self.on_connectivity(c),
             Input::KvEntry { bucket, key, value } => self.on_kv_entry(bucket, &key, &value),
             Input::KvReadDone { read, complete } => self.on_kv_read_done(read, complete),
-            Input::KvPutOk { bucket, key, seq } => self.on_kv_put_ok(bucket, &key, seq),
+            Input::KvPutOk {
+                bucket,
+                key,
+                seq,
+                revision,
+            } => self.on_kv_put_ok(bucket, &key, seq, revision),
             Input::KvPutFailed { bucket, key } => self.on_kv_put_failed(bucket, &key),
             Input::MessagesLost { count } => {
                 self.stats.messages_lost = self.stats.messages_lost.saturating_add(count);
@@ -544,6 +563,7 @@ impl Node {
         if self.connected && self.snapshot == Snapshot::Wanted && self.leaving == Leaving::No {
             self.snapshot = Snapshot::Reading;
             self.own_record_ms = 0;
+            self.snapshot_reads = snapshot_read::SnapshotReads::default();
             self.push(Output::ReadSnapshot);
         }
     }

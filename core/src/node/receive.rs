@@ -186,7 +186,13 @@ impl Node {
         m.sync.batch(batch.first_seq, batch.last_seq);
     }
 
-    fn apply_report(&mut self, idx: MemberIdx, endpoint: &str, seq: u64, state: ReportState) {
+    pub(super) fn apply_report(
+        &mut self,
+        idx: MemberIdx,
+        endpoint: &str,
+        seq: u64,
+        state: ReportState,
+    ) {
         let Some(ep) = self.view.intern(endpoint) else {
             self.stats.drop(DropReason::EndpointLimit);
             return;
@@ -252,6 +258,17 @@ impl Node {
                     self.apply_report(idx, rec.endpoint, rec.seq, rec.state);
                 }
             }
+            (Bucket::Health, Message::Chunk(chunk)) => {
+                let Ok((node, slot, index)) = self.names.parse_chunk_key(key) else {
+                    self.stats.drop(DropReason::BadName);
+                    return;
+                };
+                if node != chunk.node {
+                    self.stats.drop(DropReason::Spoofed);
+                    return;
+                }
+                self.on_chunk(slot, index, &chunk);
+            }
             _ => self.stats.drop(DropReason::Malformed),
         }
     }
@@ -311,6 +328,7 @@ impl Node {
                 report_seq: rec.report_seq,
                 kv_seq: rec.kv_seq,
                 left,
+                snapshot: rec.snapshot,
             }));
         }
     }
@@ -368,6 +386,8 @@ impl Node {
         self.hb_seq = 0;
         self.heartbeat_due = true;
         self.own.renumber();
+        self.compaction.renumbered(self.own.reports.len());
+        self.chunk_puts.clear();
         self.stats.incarnation_raises += 1;
         self.push(Output::IncarnationRaised { from, to });
     }
@@ -378,8 +398,17 @@ impl Node {
         // to be there; they come on the fast path or in a later re-sync.
         match &read {
             KvRead::Snapshot => {
-                if self.snapshot == Snapshot::Reading {
-                    self.finish_snapshot(complete);
+                if self.snapshot == Snapshot::Reading && !self.snapshot_reads.started {
+                    if complete {
+                        self.request_snapshot_reports();
+                    } else {
+                        self.finish_snapshot(false);
+                    }
+                }
+            }
+            KvRead::SnapshotReports { region } => {
+                if self.snapshot == Snapshot::Reading && self.snapshot_reads.started {
+                    self.on_snapshot_reports_done(region, complete);
                 }
             }
             KvRead::Members => {}
@@ -393,14 +422,14 @@ impl Node {
         }
     }
 
-    /// The snapshot read ended. Each member's newest record vouches for its heartbeat as
+    /// The snapshot read ended (both parts, or the first incomplete). Each member's newest record vouches for its heartbeat as
     /// sent at its timestamp, judged against our wall clock, or against the timestamp of our
     /// own record from an earlier life if that is later (our clock stepped back across the
     /// restart; the records of others are not trusted to say what time it is): a record at
     /// most TTL old makes the member active until TTL after it was sent, whenever our
     /// monotonic clock started. An incomplete read is asked for again at the next maintenance
     /// tick.
-    fn finish_snapshot(&mut self, complete: bool) {
+    pub(super) fn finish_snapshot(&mut self, complete: bool) {
         if complete {
             self.snapshot = Snapshot::Done;
             // Our own records may be written now: the next heartbeat, at once, carries ours.

@@ -23,10 +23,11 @@ impl Node {
             return;
         };
         // After leaving, the node still decides on what it sees, but tells nobody.
-        if self.leaving == Leaving::No
-            && !self.own.observe(id, ReportState::from_observation(healthy))
-        {
-            return;
+        if self.leaving == Leaving::No {
+            if !self.own.observe(id, ReportState::from_observation(healthy)) {
+                return;
+            }
+            self.compaction.changed();
         }
         self.view.set_local(id, healthy);
     }
@@ -47,6 +48,9 @@ impl Node {
         // our writes would hide. Heartbeats and batches go out meanwhile.
         if !self.puts_allowed() {
             return None;
+        }
+        if let Some(out) = self.chunk_puts.pop_front() {
+            return Some(out);
         }
         if self.own.to_put.is_empty() {
             self.puts_due = None;
@@ -148,6 +152,7 @@ impl Node {
             sent_unix_ms: self.wall.as_unix_ms(),
             report_seq: self.own.published_seq,
             kv_seq: self.own.kv_seq().min(self.own.published_seq),
+            snapshot: self.compaction.current(),
         }
     }
 
@@ -227,12 +232,78 @@ impl Node {
         })
     }
 
-    pub(super) fn on_kv_put_ok(&mut self, bucket: Bucket, key: &str, seq: u64) {
+    pub(super) fn on_kv_put_ok(&mut self, bucket: Bucket, key: &str, seq: u64, revision: u64) {
         if bucket != Bucket::Health {
             return;
         }
         if let Some(id) = self.own_endpoint_of_key(key) {
             self.own.put_acked(id, seq);
+            self.compaction.report_acked(revision);
+        } else if let Some((_, index)) = self.own_chunk_of_key(key)
+            && self.compaction.chunk_acked(seq, index)
+        {
+            // Whole: the record names it from the next heartbeat on, which goes out now.
+            self.heartbeat_due = true;
+        }
+    }
+
+    /// The slot and index of one of our own chunk keys.
+    fn own_chunk_of_key(&self, key: &str) -> Option<(u64, u32)> {
+        let (node, slot, index) = self.names.parse_chunk_key(key).ok()?;
+        (node == self.node_id).then_some((slot, index))
+    }
+
+    /// Begins a compaction of our reports if one is due: every report (withdrawn ones
+    /// included) as of now, in chunks written to the slot the record does not name.
+    fn compact(&mut self) {
+        let interval = self.limits.compact_interval;
+        if !self.puts_allowed()
+            || !self
+                .compaction
+                .due(self.now, interval, self.own.reports.len())
+        {
+            return;
+        }
+        let mut ids: Vec<EndpointId> = self.own.reports.keys().copied().collect();
+        ids.sort_unstable();
+        let items: Vec<ReportItem<'_>> = ids
+            .iter()
+            .map(|id| {
+                let r = self.own.reports[id].report;
+                ReportItem {
+                    endpoint: self.view.name(*id),
+                    seq: r.seq(),
+                    state: r.state(),
+                }
+            })
+            .collect();
+        let generation = self.compaction.next_generation();
+        let Some(chunks) = crate::compaction::encode_chunks(
+            self.names.cluster_id(),
+            &self.node_id,
+            self.incarnation,
+            generation,
+            &items,
+        ) else {
+            return;
+        };
+        drop(items);
+        let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        let snapshot =
+            self.compaction
+                .begin(self.now, self.incarnation, self.own.report_seq, count);
+        debug_assert_eq!(snapshot.generation, generation);
+        for (index, value) in chunks.into_iter().enumerate() {
+            self.stats.count_published(MessageKind::Chunk);
+            self.chunk_puts.push_back(Output::KvPut {
+                bucket: Bucket::Health,
+                key: self
+                    .names
+                    .chunk_key(&self.node_id, generation, index as u32),
+                value,
+                kind: MessageKind::Chunk,
+                seq: generation,
+            });
         }
     }
 
@@ -252,6 +323,12 @@ impl Node {
         }
         if let Some(id) = self.own_endpoint_of_key(key) {
             self.own.put_failed(id);
+        } else if let Some((slot, _)) = self.own_chunk_of_key(key)
+            && let Some(generation) = self.compaction.writing_generation()
+            && generation % 2 == slot
+        {
+            self.compaction.chunk_failed(generation);
+            self.chunk_puts.clear();
         }
     }
 
@@ -260,6 +337,7 @@ impl Node {
             self.retry_failed_puts();
             let tick = self.state.heartbeat_interval;
             self.own.refresh(tick, RECORD_MAX_AGE / 4, self.view.len());
+            self.compact();
         }
         if self.limits.forget_after_ttls > 0 {
             let forget_after = (self.ttl() * self.limits.forget_after_ttls).max(FORGET_AFTER_MIN);
@@ -316,6 +394,7 @@ impl Node {
             self.leaving = Leaving::Announce;
             self.heartbeat_due = false;
             self.own.leave();
+            self.chunk_puts.clear();
         }
     }
 

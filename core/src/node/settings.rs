@@ -31,7 +31,14 @@ pub struct Limits {
     /// waiting here.
     /// 0 writes at once.
     pub kv_write_delay: Duration,
+    /// The least time between two compactions of this node's reports into a compacted
+    /// snapshot (and after start before the first). A compaction also waits for changes to
+    /// half as many reports as it would write, so its bytes per change stay bounded.
+    pub compact_interval: Duration,
 }
+
+/// [`Limits::compact_interval`] by default.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// [`Limits::kv_write_delay`] by default.
 pub const KV_WRITE_DELAY: Duration = Duration::from_millis(20);
@@ -49,6 +56,7 @@ impl Default for Limits {
             max_queued_outputs: 65_536,
             forget_after_ttls: 10,
             kv_write_delay: KV_WRITE_DELAY,
+            compact_interval: COMPACT_INTERVAL,
         }
     }
 }
@@ -76,6 +84,10 @@ pub struct NodeConfig {
     /// of its own). When false, a valid version is committed as soon as its `state.*` is in
     /// force.
     pub confirm_apply: bool,
+    /// Whether each member's records and reports are in its own region's buckets
+    /// (`nats.jetStream.regions` is set): then the snapshot's report reads go to the bucket
+    /// of each member's region, else all to the one bucket (region "").
+    pub region_buckets: bool,
     /// Bounds.
     pub limits: Limits,
 }
@@ -94,6 +106,7 @@ impl NodeConfig {
                 .as_ref()
                 .map_or(DEFAULT_APPLY_TIMEOUT, |c| c.apply_timeout),
             confirm_apply: false,
+            region_buckets: !config.nats.jetstream_regions.is_empty(),
             limits: Limits::default(),
         }
     }

@@ -1,17 +1,22 @@
 //! Helpers shared by the core's integration tests: clocks, peers that speak the wire format,
-//! and a pump that carries one node's outputs to another.
+//! a pump that carries one node's outputs to another, the end of the start-up snapshot, and
+//! a KV store that carries out a node's writes and answers its reads.
 #![allow(dead_code)]
+
+pub mod kv;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use gslb_state_core::codec::{
-    self, Heartbeat, MemberRecord, Message, ReportBatch, ReportItem, ReportRecord, ReportState,
+    self, Heartbeat, MemberRecord, Message, ReportBatch, ReportChunk, ReportItem, ReportRecord,
+    ReportState, SnapshotRef,
 };
 use gslb_state_core::names::SubjectKind;
 use gslb_state_core::{
-    Config, Input, Instant, Limits, Names, Node, NodeConfig, Now, Output, Policy, Source, WallTime,
+    Config, Input, Instant, KvRead, Limits, Names, Node, NodeConfig, Now, Output, Policy, Source,
+    WallTime,
 };
 
 pub const CLUSTER: &str = "c";
@@ -49,6 +54,32 @@ pub fn node_config(id: &str, policy: Policy, q: u8) -> NodeConfig {
 
 pub fn node(id: &str, policy: Policy, q: u8) -> Node {
     Node::new(node_config(id, policy, q), at(0)).unwrap()
+}
+
+/// The end of the start-up snapshot's first part: the members bucket read in full.
+pub const MEMBERS_READ: Input = Input::KvReadDone {
+    read: KvRead::Snapshot,
+    complete: true,
+};
+
+/// The end of the report read of region `region` (the start-up snapshot's second part).
+pub fn reports_read(region: &str, complete: bool) -> Input {
+    Input::KvReadDone {
+        read: KvRead::SnapshotReports {
+            region: region.to_owned(),
+        },
+        complete,
+    }
+}
+
+/// Ends the start-up snapshot of `n` (connected, reading it) at `now`, for a test that handed
+/// in what it holds as it went (records and report entries alike, which the core takes while
+/// reading): the members bucket is read in full, then the one report read the core asks for
+/// without region buckets (`Output::ReadSnapshotReports` for region "", left among its
+/// outputs) is over. Does nothing visible if no snapshot is being read.
+pub fn snapshot_done(n: &mut Node, now: Now) {
+    n.handle(now, MEMBERS_READ);
+    n.handle(now, reports_read("", true));
 }
 
 /// Drains every output of `node`.
@@ -152,6 +183,19 @@ impl Peer {
     }
 
     pub fn member_record(&self, hb_seq: u64, report_seq: u64, sent_ms: u64) -> Input {
+        self.member_record_naming(hb_seq, report_seq, report_seq, sent_ms, None)
+    }
+
+    /// A membership record that says reports up to `kv_seq` are durable, naming the
+    /// compacted snapshot `snapshot`.
+    pub fn member_record_naming(
+        &self,
+        hb_seq: u64,
+        report_seq: u64,
+        kv_seq: u64,
+        sent_ms: u64,
+        snapshot: Option<SnapshotRef>,
+    ) -> Input {
         let value = codec::encode(&Message::Member(MemberRecord {
             cluster: CLUSTER,
             node: &self.id,
@@ -160,11 +204,43 @@ impl Peer {
             hb_seq,
             sent_unix_ms: sent_ms,
             report_seq,
-            kv_seq: report_seq,
+            kv_seq,
+            snapshot,
         }));
         Input::KvEntry {
             bucket: gslb_state_core::Bucket::Members,
             key: self.names.member_key(&self.id),
+            value,
+        }
+    }
+
+    /// Chunk `index` of `snapshot` (a compacted snapshot of this peer) holding `items`, under
+    /// its key.
+    pub fn chunk(
+        &self,
+        snapshot: &SnapshotRef,
+        index: u32,
+        items: &[(&str, u64, ReportState)],
+    ) -> Input {
+        let value = codec::encode(&Message::Chunk(ReportChunk {
+            cluster: CLUSTER,
+            node: &self.id,
+            incarnation: snapshot.incarnation,
+            generation: snapshot.generation,
+            index,
+            chunks: snapshot.chunks,
+            items: items
+                .iter()
+                .map(|&(endpoint, seq, state)| ReportItem {
+                    endpoint,
+                    seq,
+                    state,
+                })
+                .collect(),
+        }));
+        Input::KvEntry {
+            bucket: gslb_state_core::Bucket::Health,
+            key: self.names.chunk_key(&self.id, snapshot.generation, index),
             value,
         }
     }
@@ -179,6 +255,7 @@ impl Peer {
             sent_unix_ms: sent_ms,
             report_seq: 0,
             kv_seq: 0,
+            snapshot: None,
         }))
     }
 

@@ -326,6 +326,7 @@ impl Driver {
                 bucket: done.bucket,
                 key: done.key,
                 seq: done.seq,
+                revision: done.revision,
             }
         } else {
             Input::KvPutFailed {

@@ -68,6 +68,11 @@ impl Driver {
                 }
                 Output::ReadMembers => self.spawn_read_members(),
                 Output::ReadSnapshot => self.spawn_read_snapshot(),
+                Output::ReadSnapshotReports {
+                    region,
+                    chunks,
+                    key_filters,
+                } => self.spawn_read_snapshot_reports(region, chunks, key_filters),
                 Output::IncarnationRaised { from, to } => {
                     tracing::warn!(
                         node = self.node.node_id(),

@@ -212,7 +212,8 @@ fn cmd_check(args: &CheckArgs) -> ExitCode {
         None => {
             println!(
                 "gslb-sim check: {} seeds ({}..={}), {} nodes, {} endpoints: every invariant held \
-                 ({} runs, {} simulated, {} deliveries, {:.1}s)",
+                 ({} runs, {} simulated, {} deliveries, {} snapshot chunks written, {} read, \
+                 {:.1}s)",
                 report.seeds_run,
                 config.first_seed,
                 config.first_seed + config.seeds.saturating_sub(1),
@@ -221,6 +222,8 @@ fn cmd_check(args: &CheckArgs) -> ExitCode {
                 report.runs,
                 fmt_time(report.simulated_ns),
                 report.deliveries,
+                report.chunk_writes,
+                report.chunks_read,
                 started.elapsed().as_secs_f64()
             );
             ExitCode::SUCCESS

@@ -27,8 +27,9 @@
 //!
 //! * **no panic**: no run panics.
 //! * **memory bounded** (A, B, W, S, sampled every heartbeat interval): at most
-//!   [`crate::world::queue_bound`] events queued; at most `nodes × (endpoints + 1)` KV
-//!   entries; every node knows at most `endpoints` endpoints and remembers at most `nodes`
+//!   [`crate::world::queue_bound`] events queued; at most `nodes × (endpoints + 3)` KV
+//!   entries (per node a record, a key per endpoint and a one-chunk compacted snapshot in
+//!   each of its two slots; more chunks for thousands of endpoints); every node knows at most `endpoints` endpoints and remembers at most `nodes`
 //!   members; no core drops an output on a full queue.
 //! * **agreement** (A and B, at `settle = quiet + TTL + largest delay` and again at the
 //!   end): let R be the running nodes. Every node of R has exactly R as its active members,
@@ -87,14 +88,23 @@
 //!   see the same losses and delays; incarnations come from each run's own wall clock, which
 //!   keeps their order per node.
 //!
+//! * **snapshot reads** (A, B, W and S; see [`snapshot`]): whenever a node's start-up
+//!   snapshot is loaded — from other members' compacted-snapshot chunks and the report keys
+//!   written since, or their keys read whole — its report of every endpoint from every other
+//!   member it remembers (not left, at the incarnation of the key's record) is at least as new
+//!   as the health bucket's key says, and the same with the same sequence: what a full per-key
+//!   read would have given it. Nodes compact their reports every
+//!   [`crate::schedule::COMPACT_INTERVAL`] at most, so runs write and read chunks.
+//!
 //! The checkers live in `agreement.rs`, `expiry.rs` (expiry bounds, count freshness),
-//! [`rejoin`], `holds.rs` (holds, zero holds) and `clocks.rs`.
+//! [`rejoin`], `holds.rs` (holds, zero holds), `clocks.rs` and [`snapshot`].
 
 mod agreement;
 mod clocks;
 mod expiry;
 mod holds;
 pub mod rejoin;
+pub mod snapshot;
 
 use std::panic::AssertUnwindSafe;
 
@@ -108,6 +118,7 @@ pub use clocks::clock_invariance;
 pub use expiry::{count_freshness, expiry_bounds};
 pub use holds::{holds_respected, identical_traces, with_explicit_state};
 pub use rejoin::rejoin_after_restart;
+pub use snapshot::snapshot_reads;
 
 /// `TTL + interval + largest delay`: how long a node may go unheard before every peer must
 /// have noticed, and how long a (re)started one may take to be heard again.
@@ -167,6 +178,10 @@ pub struct CheckReport {
     pub simulated_ns: u64,
     /// Deliveries, all runs together.
     pub deliveries: u64,
+    /// Snapshot chunks written, all runs together.
+    pub chunk_writes: u64,
+    /// Snapshot chunks read in start-up snapshots, all runs together.
+    pub chunks_read: u64,
     /// The first violation, if any.
     pub violation: Option<Violation>,
     /// Every violation, when checking went on past the first.
@@ -190,6 +205,8 @@ pub fn check_many(config: &CheckConfig, keep_going: bool) -> CheckReport {
                 report.runs += stats.runs;
                 report.simulated_ns += stats.simulated_ns;
                 report.deliveries += stats.deliveries;
+                report.chunk_writes += stats.chunk_writes;
+                report.chunks_read += stats.chunks_read;
             }
             Err(v) => {
                 if report.violation.is_none() {
@@ -214,6 +231,10 @@ pub struct SeedStats {
     pub simulated_ns: u64,
     /// Deliveries.
     pub deliveries: u64,
+    /// Snapshot chunks written.
+    pub chunk_writes: u64,
+    /// Snapshot chunks read in start-up snapshots.
+    pub chunks_read: u64,
 }
 
 fn options(g: &Generated) -> RunOptions {
@@ -310,6 +331,9 @@ pub fn check_seed(seed: u64, nodes: usize, endpoints: usize) -> Result<SeedStats
             return Err(fail("memory bounded", format!("run {name}: {v}")));
         }
     }
+    for (name, o) in [("A", &a), ("B", &b), ("W", &w), ("S", &st)] {
+        snapshot_reads(o).map_err(|d| fail("snapshot reads", format!("run {name}: {d}")))?;
+    }
     for (name, sc, o) in [
         ("A", &g.scenario, &a),
         ("B", &offsets, &b),
@@ -344,10 +368,13 @@ pub fn check_seed(seed: u64, nodes: usize, endpoints: usize) -> Result<SeedStats
             format!("{d}\n(offsets in run B: {})", offs.join(", ")),
         )
     })?;
+    let runs = [&a, &a2, &b, &w, &st];
     Ok(SeedStats {
         runs: 5,
         simulated_ns: 5 * g.scenario.duration_ns,
-        deliveries: a.deliveries + a2.deliveries + b.deliveries + w.deliveries + st.deliveries,
+        deliveries: runs.iter().map(|o| o.deliveries).sum(),
+        chunk_writes: runs.iter().map(|o| o.chunk_writes).sum(),
+        chunks_read: runs.iter().map(|o| o.chunks_read).sum(),
     })
 }
 

@@ -4,21 +4,24 @@
 //! | output | what the simulation does |
 //! | --- | --- |
 //! | `Publish` | fans out to every other running node (the NATS driver connects with `no_echo`), each copy delayed, lost, duplicated or reordered per link (in order per link otherwise, as NATS keeps a publisher's order); dropped on arrival if the path closed meanwhile; a copy the link's `loss` drops is told to its receiver as `MessagesLost { count: 1 }` when it would have arrived (a NATS slow consumer) |
-//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it (`KvPutOk` handed back), else `KvPutFailed` is handed back (a failed delete is dropped) |
-//! | `ReadSnapshot` | after one link latency: every entry of the members bucket, then of the health bucket, then `KvReadDone(Snapshot, complete: true)`; `complete: false` alone if the node does not reach the KV store then |
-//! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in, then `KvReadDone` |
+//! | `KvPut`, `KvDelete` | applied to the KV store at once if the node reaches it, each write taking the store's next revision; for a put `KvPutOk` is handed back with that revision (a snapshot chunk's too, `kind: Chunk`, `seq` its generation), else `KvPutFailed` (a failed delete is dropped) |
+//! | `ReadSnapshot` | after one link latency: every entry of the members bucket, then `KvReadDone(Snapshot, complete: true)`; `complete: false` alone if the node does not reach the KV store then |
+//! | `ReadSnapshotReports` | after one link latency, from the one health bucket whatever `region` (no region buckets, `region` is ""): the value of each key of `chunks` that holds one, and for each `(filter, from_revision)` of `key_filters` every key matching `filter` (`<node>.*` or `*.*`: report keys, never a chunk's) whose value was stored at or after revision `from_revision` (0 or 1: all), each key once (in key order), then `KvReadDone(SnapshotReports { region }, complete: true)`; `complete: false` alone if the node does not reach the KV store then. When the node's snapshot is loaded by it, its view of every other member's reports is compared with the health bucket's report keys (see [`crate::invariants::snapshot`]) |
+//! | `Resync`, `ReadMembers` | after one link latency, the matching entries are handed in (a re-sync's filter `<node>.*` matches the member's report keys, not its chunks), then `KvReadDone` (`complete: false` and no entries if the node does not reach the KV store then) |
 //! | `Decision`, `MemberUp`, `MemberDown` | recorded in the trace (with holds, every decision whose verdict, source, pending change or rule verdict changed is recorded after each input, from `Node::poll_updated`, and a `Decision` output only if not recorded yet) |
 //! | `IncarnationRaised` | noted in the trace; the life's incarnation is updated |
 //! | `ApplyConfig`, `ConfigCommitted`, `ConfigFailed`, `ConfigRejected`, `ConfigIgnored` | nothing (no config sync is simulated) |
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use gslb_state_core::codec::{self, Message};
-use gslb_state_core::{Bucket, Input, MessageKind, Output};
+use gslb_state_core::{Bucket, Input, KvRead, MessageKind, Output};
 
+use crate::invariants::snapshot as snapshot_check;
 use crate::net::MAX_COPIES;
-use crate::scenario::NS_PER_MS;
+use crate::scenario::{NS_PER_MS, fmt_time};
 use crate::trace::Record;
 
 use super::lives::Recorded;
@@ -89,8 +92,17 @@ impl HeardHeartbeat {
 /// A KV read a core asked for, carried out after one link latency.
 #[derive(Debug)]
 pub(super) enum KvReadRequest {
-    /// The start-up snapshot: both buckets whole (`Output::ReadSnapshot`).
+    /// The start-up snapshot's first part: the members bucket whole (`Output::ReadSnapshot`).
     Snapshot,
+    /// The start-up snapshot's reports (`Output::ReadSnapshotReports`).
+    SnapshotReports {
+        /// The region asked for (echoed back; the one health bucket is read whatever it is).
+        region: String,
+        /// Keys of compacted-snapshot chunks, read by direct get.
+        chunks: Vec<String>,
+        /// Key filters, each with the revision from which on its keys are read.
+        key_filters: Vec<(String, u64)>,
+    },
     /// One member's reports (`Output::Resync`).
     Resync {
         /// The member whose reports are read.
@@ -311,13 +323,21 @@ impl World<'_> {
                 bucket,
                 key,
                 value,
+                kind,
                 seq,
-                ..
             } => {
+                let chunk = kind == MessageKind::Chunk;
                 if self.net.kv_reachable(n) {
-                    self.kv.put(bucket, key.clone(), value);
-                    feedback.push(Input::KvPutOk { bucket, key, seq });
+                    let revision = self.kv.put(bucket, key.clone(), value);
+                    self.outcome.chunk_writes += u64::from(chunk);
+                    feedback.push(Input::KvPutOk {
+                        bucket,
+                        key,
+                        seq,
+                        revision,
+                    });
                 } else {
+                    self.outcome.chunk_writes_failed += u64::from(chunk);
                     feedback.push(Input::KvPutFailed { bucket, key });
                 }
                 false
@@ -340,6 +360,19 @@ impl World<'_> {
             }
             Output::ReadSnapshot => {
                 self.schedule_read(n, KvReadRequest::Snapshot);
+                false
+            }
+            Output::ReadSnapshotReports {
+                region,
+                chunks,
+                key_filters,
+            } => {
+                let read = KvReadRequest::SnapshotReports {
+                    region,
+                    chunks,
+                    key_filters,
+                };
+                self.schedule_read(n, read);
                 false
             }
             Output::ReadMembers => {
@@ -522,28 +555,75 @@ impl World<'_> {
         }
         let reachable = self.net.kv_reachable(n);
         let mut inputs = Vec::new();
+        // The health bucket's report keys as a full per-key read gives them, to hold the
+        // view the snapshot leaves against ([`snapshot_check`]).
+        let mut per_key = None;
         match read {
             KvReadRequest::Snapshot if !reachable => {
                 // The core asks again at a later maintenance tick.
                 inputs.push(Input::KvReadDone {
-                    read: gslb_state_core::KvRead::Snapshot,
+                    read: KvRead::Snapshot,
                     complete: false,
                 });
             }
             KvReadRequest::Snapshot => {
                 let idx = self.nodes[n].life_index;
                 self.outcome.lives[idx].snapshot_ns = Some(self.now_ns);
-                for bucket in [Bucket::Members, Bucket::Health] {
-                    for (key, value) in self.kv.read(bucket, ">") {
-                        if self.options.track_expiry && bucket == Bucket::Members {
-                            self.heard_in_snapshot(n, &value);
-                        }
-                        inputs.push(Input::KvEntry { bucket, key, value });
+                self.nodes[n].snapshot_kv_seqs.clear();
+                for (key, value) in self.kv.read(Bucket::Members, ">") {
+                    if let Ok(gslb_state_core::codec::Message::Member(rec)) =
+                        gslb_state_core::codec::decode(&value)
+                    {
+                        self.nodes[n]
+                            .snapshot_kv_seqs
+                            .insert((rec.node.to_owned(), rec.incarnation), rec.kv_seq);
+                    }
+                    if self.options.track_expiry {
+                        self.heard_in_snapshot(n, &value);
+                    }
+                    inputs.push(Input::KvEntry {
+                        bucket: Bucket::Members,
+                        key,
+                        value,
+                    });
+                }
+                inputs.push(Input::KvReadDone {
+                    read: KvRead::Snapshot,
+                    complete: true,
+                });
+            }
+            KvReadRequest::SnapshotReports {
+                region,
+                chunks,
+                key_filters,
+            } => {
+                if reachable {
+                    let entries = self.snapshot_reports(&chunks, &key_filters);
+                    for (key, value) in entries {
+                        inputs.push(Input::KvEntry {
+                            bucket: Bucket::Health,
+                            key,
+                            value,
+                        });
+                    }
+                    let core = self.nodes[n].core.as_ref().expect("checked above");
+                    if !self.options.quiet && !core.snapshot_loaded() {
+                        // What the core promises: every report its members' records said
+                        // was durable when they were read.
+                        let durable = &self.nodes[n].snapshot_kv_seqs;
+                        let mut reports =
+                            snapshot_check::per_key_reports(&self.kv, &self.nodes[n].id);
+                        reports.retain(|r| {
+                            durable
+                                .get(&(r.node.clone(), r.incarnation))
+                                .is_some_and(|&kv_seq| r.seq <= kv_seq)
+                        });
+                        per_key = Some(reports);
                     }
                 }
                 inputs.push(Input::KvReadDone {
-                    read: gslb_state_core::KvRead::Snapshot,
-                    complete: true,
+                    read: KvRead::SnapshotReports { region },
+                    complete: reachable,
                 });
             }
             KvReadRequest::Members => {
@@ -557,7 +637,7 @@ impl World<'_> {
                     }
                 }
                 inputs.push(Input::KvReadDone {
-                    read: gslb_state_core::KvRead::Members,
+                    read: KvRead::Members,
                     complete: reachable,
                 });
             }
@@ -572,12 +652,52 @@ impl World<'_> {
                     }
                 }
                 inputs.push(Input::KvReadDone {
-                    read: gslb_state_core::KvRead::Reports { node },
+                    read: KvRead::Reports { node },
                     complete: reachable,
                 });
             }
         }
         self.feed(n, inputs);
+        if let Some(per_key) = per_key
+            && let Some(core) = self.nodes[n].core.as_ref()
+            && core.snapshot_loaded()
+        {
+            let t_ns = self.now_ns;
+            let id = &self.nodes[n].id;
+            for m in snapshot_check::view_mismatches(core, &per_key) {
+                let text = format!("at {}: {id} after its snapshot: {m}", fmt_time(t_ns));
+                self.outcome.snapshot_mismatches.push(text);
+            }
+        }
+    }
+
+    /// What [`Output::ReadSnapshotReports`] reads from the health bucket: the value under
+    /// each of `chunks` that holds one, and for each `(filter, from_revision)` of
+    /// `key_filters` every key matching `filter` stored at or after revision
+    /// `from_revision`; each key once, in key order.
+    fn snapshot_reports(
+        &mut self,
+        chunks: &[String],
+        key_filters: &[(String, u64)],
+    ) -> Vec<(String, Bytes)> {
+        let mut found: BTreeMap<&str, &Bytes> = BTreeMap::new();
+        for key in chunks {
+            if let Some(v) = self.kv.get(Bucket::Health, key) {
+                found.insert(key, &v.value);
+                self.outcome.chunks_read += 1;
+            }
+        }
+        for (filter, from) in key_filters {
+            for (key, v) in self.kv.entries(Bucket::Health, filter) {
+                if v.revision >= *from {
+                    found.insert(key, &v.value);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
     }
 
     /// A membership record read in the start-up snapshot vouches for its heartbeat as if it

@@ -1,10 +1,41 @@
 //! Looking at the state without changing it: expectations, probes and memory samples.
 
+use gslb_state_core::codec::{MAX_SEQ, MAX_SNAPSHOT_CHUNKS, ReportItem, ReportState};
+use gslb_state_core::compaction::encode_chunks;
 use gslb_state_core::{Bucket, DropReason};
 
-use crate::scenario::fmt_time;
+use crate::scenario::{Scenario, fmt_time};
 
 use super::{ExpectOutcome, NodeProbe, Probe, World, queue_bound};
+
+/// The most KV entries `scenario` may leave: per node its record, a key per endpoint, and in
+/// each of its two snapshot slots as many chunks as a compacted snapshot of every endpoint
+/// takes (one for a few endpoints: `nodes × (endpoints + 3)`).
+pub(super) fn kv_bound(scenario: &Scenario) -> usize {
+    let endpoints = scenario.endpoints();
+    let items: Vec<ReportItem<'_>> = endpoints
+        .iter()
+        .map(|e| ReportItem {
+            endpoint: e,
+            seq: MAX_SEQ,
+            state: ReportState::Withdrawn,
+        })
+        .collect();
+    let longest_id = scenario
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str())
+        .max_by_key(|id| id.len());
+    let chunks = encode_chunks(
+        super::CLUSTER_ID,
+        longest_id.unwrap_or(""),
+        MAX_SEQ,
+        1,
+        &items,
+    )
+    .map_or(MAX_SNAPSHOT_CHUNKS as usize, |c| c.len());
+    scenario.nodes.len() * (endpoints.len() + 1 + 2 * chunks)
+}
 
 impl World<'_> {
     /// Checks expectation `i` against the state in force now.
@@ -70,7 +101,7 @@ impl World<'_> {
             );
             self.outcome.bound_violations.push(msg);
         }
-        let kv_bound = n * (self.max_endpoints + 1);
+        let kv_bound = self.kv_bound;
         let kv_len = self.kv.len(Bucket::Members) + self.kv.len(Bucket::Health);
         if kv_len > kv_bound {
             let msg = format!(
@@ -106,5 +137,39 @@ impl World<'_> {
                 self.outcome.bound_violations.push(msg);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gslb_state_core::Config;
+
+    use super::*;
+    use crate::scenario::EventKind;
+
+    fn with_endpoints(count: usize) -> Scenario {
+        let state = Config::with_defaults("sim").state;
+        let mut s = Scenario::new(1, Duration::from_secs(1), state, &["a", "b"]);
+        for i in 0..count {
+            s.at(
+                Duration::ZERO,
+                EventKind::Observe {
+                    node: 0,
+                    endpoint: format!("endpoint-{i:06}"),
+                    healthy: Some(true),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_kv_bound_counts_two_snapshot_slots_of_as_many_chunks_as_needed() {
+        assert_eq!(kv_bound(&with_endpoints(3)), 2 * (3 + 3));
+        // Tens of thousands of endpoints need more than one chunk per snapshot.
+        let many = 40_000;
+        assert!(kv_bound(&with_endpoints(many)) >= 2 * (many + 1 + 2 * 2));
     }
 }

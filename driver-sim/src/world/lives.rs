@@ -45,6 +45,9 @@ pub(super) struct SimNode {
     pub(super) heard: Vec<Option<HeardHeartbeat>>,
     /// This life's index in [`super::Outcome::lives`].
     pub(super) life_index: usize,
+    /// What the records of its snapshot's members read said was durable: (member,
+    /// incarnation) → `kv_seq` (for the snapshot-reads check).
+    pub(super) snapshot_kv_seqs: std::collections::BTreeMap<(String, u64), u64>,
     /// Per endpoint, when the scenario has holds: the decision last recorded in this life.
     pub(super) recorded: HashMap<String, Recorded>,
 }
@@ -89,6 +92,7 @@ impl SimNode {
             told_connected: false,
             heard: vec![None; nodes],
             life_index: 0,
+            snapshot_kv_seqs: std::collections::BTreeMap::new(),
             recorded: HashMap::new(),
         }
     }
@@ -133,7 +137,11 @@ impl World<'_> {
             state: self.scenario.state.clone(),
             apply_timeout: DEFAULT_APPLY_TIMEOUT,
             confirm_apply: false,
-            limits: Limits::default(),
+            region_buckets: false,
+            limits: Limits {
+                compact_interval: self.scenario.compact_interval,
+                ..Limits::default()
+            },
         };
         self.nodes[n].started_ns = self.now_ns;
         let now = self.now_of(n);

@@ -100,6 +100,8 @@ pub struct World<'a> {
     kv_delay_ns: u64,
     /// Endpoints the scenario names: the bound on what a core may know.
     max_endpoints: usize,
+    /// The bound on KV entries (see [`inspect::kv_bound`]).
+    kv_bound: usize,
     outcome: Outcome,
     /// A node's drained outputs (kept to reuse their memory).
     outputs: Vec<Output>,
@@ -139,6 +141,7 @@ impl<'a> World<'a> {
             kv: Kv::default(),
             kv_delay_ns: scenario.network.default.latency_ns,
             max_endpoints: scenario.endpoints().len(),
+            kv_bound: inspect::kv_bound(scenario),
             outcome,
             outputs: Vec::new(),
             observed_until: 0,

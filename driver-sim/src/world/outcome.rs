@@ -112,6 +112,16 @@ pub struct Outcome {
     pub lives: Vec<Life>,
     /// Memory bounds that were exceeded.
     pub bound_violations: Vec<String>,
+    /// Start-up snapshots that left a node's view of a member's reports behind what a full
+    /// per-key read of the health bucket gives ([`crate::invariants::snapshot`]; not
+    /// checked when [`RunOptions::quiet`]).
+    pub snapshot_mismatches: Vec<String>,
+    /// Snapshot chunks written to the KV store (`KvPut` of kind `Chunk` acknowledged).
+    pub chunk_writes: u64,
+    /// Snapshot chunk writes that failed (the node did not reach the KV store).
+    pub chunk_writes_failed: u64,
+    /// Snapshot chunks handed to a reader in a start-up snapshot's report read.
+    pub chunks_read: u64,
     /// Most events queued at once.
     pub peak_queue: usize,
     /// Deliveries handed to cores.
@@ -138,6 +148,10 @@ impl Outcome {
             heartbeats_sent: vec![Vec::new(); n],
             lives: Vec::new(),
             bound_violations: Vec::new(),
+            snapshot_mismatches: Vec::new(),
+            chunk_writes: 0,
+            chunk_writes_failed: 0,
+            chunks_read: 0,
             peak_queue: 0,
             deliveries: 0,
             losses_told: 0,

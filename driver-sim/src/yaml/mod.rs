@@ -453,6 +453,7 @@ fn build(raw: RawScenario) -> Result<ScenarioFile, ScenarioError> {
             nodes,
             events,
             expects,
+            compact_interval: gslb_state_core::Limits::default().compact_interval,
         },
     })
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ops::Op;
 use super::{CLUSTER, Harness, MAX_REMEMBERED, OWN_ID, endpoint_names};
-use crate::codec::{self, Message, ReportState};
+use crate::codec::{self, MemberRecord, Message, ReportState, SnapshotRef};
 use crate::names::{Bucket, SubjectKind};
 use crate::{Decision, DropReason, Input, MessageKind, Output, Said, Source};
 
@@ -33,6 +33,10 @@ pub(super) struct Seen {
     pub(super) batch_reports: BTreeMap<String, NewestReport>,
     /// Newest report per endpoint over every report written to the KV.
     pub(super) kv_reports: BTreeMap<String, NewestReport>,
+    /// The compacted snapshot the node's latest membership record named.
+    pub(super) named: Option<SnapshotRef>,
+    /// Generation and chunk count of the compaction whose chunks the node writes now.
+    pub(super) writing: Option<(u64, u32)>,
 }
 
 /// The newest report the node sent about one endpoint.
@@ -131,6 +135,10 @@ impl Harness {
                             rec.hb_seq, self.seen.hb_seq,
                             "member record without heartbeat"
                         );
+                        if let Some(s) = rec.snapshot {
+                            self.check_named_snapshot(&rec, s);
+                        }
+                        self.seen.named = rec.snapshot;
                     }
                     (Bucket::Health, MessageKind::Report, Message::Report(rec)) => {
                         assert_eq!(key, self.names.report_key(OWN_ID, rec.endpoint));
@@ -138,7 +146,51 @@ impl Harness {
                         self.failed_puts.remove(rec.endpoint);
                         assert_eq!(seq, rec.seq, "a KV write carries its report's sequence");
                         if self.unacked_puts.len() < MAX_REMEMBERED {
-                            self.unacked_puts.push((key.clone(), seq));
+                            self.unacked_puts.push((key.clone(), seq, value.clone()));
+                        }
+                    }
+                    (Bucket::Health, MessageKind::Chunk, Message::Chunk(c)) => {
+                        assert_eq!(
+                            key,
+                            self.names.chunk_key(OWN_ID, c.generation, c.index),
+                            "a chunk under another key"
+                        );
+                        assert_eq!(seq, c.generation, "a chunk write carries its generation");
+                        if let Some(named) = self.seen.named {
+                            assert!(
+                                c.generation > named.generation
+                                    && c.generation % 2 != named.generation % 2,
+                                "chunk of generation {} written over the slot of the named \
+                                 snapshot {named:?}",
+                                c.generation
+                            );
+                        }
+                        match self.seen.writing {
+                            Some((generation, chunks)) if generation == c.generation => {
+                                assert_eq!(chunks, c.chunks, "the chunk count changed");
+                            }
+                            previous => {
+                                assert!(
+                                    previous.is_none_or(|(g, _)| g < c.generation),
+                                    "compaction generations went back: {previous:?}, then {}",
+                                    c.generation
+                                );
+                                assert_eq!(c.index, 0, "a compaction's first chunk is not 0");
+                                self.seen.writing = Some((c.generation, c.chunks));
+                            }
+                        }
+                        // Each report the chunk holds was published (a chunk holds what the
+                        // node said, never more).
+                        for item in &c.items {
+                            let published = self.seen.batch_reports.get(item.endpoint);
+                            assert!(
+                                published.is_some_and(|p| p.seq > item.seq
+                                    || (p.seq == item.seq && p.state == item.state)),
+                                "chunk item {item:?} was never published (newest {published:?})"
+                            );
+                        }
+                        if self.unacked_puts.len() < MAX_REMEMBERED {
+                            self.unacked_puts.push((key.clone(), seq, value.clone()));
                         }
                     }
                     (b, k, m) => panic!("wrote {k:?} to {b:?} under {key:?}: {m:?}"),
@@ -151,6 +203,37 @@ impl Harness {
                     .parse_report_key(&key)
                     .unwrap_or_else(|e| panic!("deleted a bad key {key:?}: {e}"));
                 assert_eq!(node, OWN_ID, "deleted another node's report");
+                // Carried out at once: a delete is a write at the next revision.
+                self.revision += 1;
+                self.kv.remove(&key);
+            }
+            Output::ReadSnapshotReports {
+                region,
+                chunks,
+                key_filters,
+            } => {
+                let plan = self
+                    .model
+                    .snapshot_reports_plan(&region)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "asked for the reports of region {region:?}, none due (due: {:?})",
+                            self.model.snapshot_reports_pending()
+                        )
+                    });
+                let chunk_set: BTreeSet<String> = chunks.iter().cloned().collect();
+                assert_eq!(chunks.len(), chunk_set.len(), "a chunk asked for twice");
+                assert_eq!(chunk_set, plan.chunks, "chunks of region {region:?}");
+                let filter_set: BTreeSet<(String, u64)> = key_filters.iter().cloned().collect();
+                assert_eq!(
+                    key_filters.len(),
+                    filter_set.len(),
+                    "a filter asked for twice"
+                );
+                assert_eq!(
+                    filter_set, plan.key_filters,
+                    "key filters of region {region:?}"
+                );
             }
             Output::Resync {
                 node, key_filter, ..
@@ -170,9 +253,11 @@ impl Harness {
             Output::IncarnationRaised { from, to } => {
                 assert!(to > from, "incarnation went back");
                 assert_eq!(to, self.node.incarnation());
-                // A new life: heartbeat and batch sequences start over.
+                // A new life: heartbeat and batch sequences start over, and the compacted
+                // snapshot of the old one is no longer named.
                 self.seen.hb_seq = 0;
                 self.seen.batch_last_seq = 0;
+                self.seen.named = None;
             }
             Output::MemberUp { node, .. } | Output::MemberDown { node, .. } => {
                 assert_ne!(node, OWN_ID, "membership change of ourselves");
@@ -251,6 +336,12 @@ impl Harness {
             );
             self.check_explanation(ep, &got, &active, &ctx);
         }
+        assert_eq!(
+            self.node.snapshot_loaded(),
+            self.model.snapshot_loaded(),
+            "snapshot loaded {}",
+            ctx()
+        );
         // Getters agree with each other.
         let mut count = 0;
         for (name, d) in self.node.decisions() {
@@ -327,6 +418,75 @@ impl Harness {
 }
 
 const UNKNOWN: Decision = Decision::UNKNOWN;
+
+impl Harness {
+    /// The node's record `rec` names its compacted snapshot `s`. As the harness stored the
+    /// node's writes, a reader that takes the chunks of `s` and (when the record says reports
+    /// changed after `s`) the node's report keys written after `s.revision` must hold, per endpoint, a report at least as new as the one under
+    /// its report key, and one at least as new as the record's `kv_seq` (or it would take the
+    /// read for a lagging replica's). Every chunk must be there, of `s`.
+    fn check_named_snapshot(&self, rec: &MemberRecord<'_>, s: SnapshotRef) {
+        assert_eq!(
+            s.incarnation, rec.incarnation,
+            "the record names a snapshot of another incarnation"
+        );
+        assert!(
+            s.seq <= rec.report_seq,
+            "the record names {s:?} of reports it has not published"
+        );
+        let mut read: BTreeMap<String, (u64, ReportState)> = BTreeMap::new();
+        let take = |read: &mut BTreeMap<String, (u64, ReportState)>, ep: &str, seq, state| {
+            if read.get(ep).is_none_or(|&(old, _)| old < seq) {
+                read.insert(ep.to_owned(), (seq, state));
+            }
+        };
+        for i in 0..s.chunks {
+            let key = self.names.chunk_key(OWN_ID, s.generation, i);
+            let (_, value) = self
+                .kv
+                .get(&key)
+                .unwrap_or_else(|| panic!("the record names {s:?}, chunk {key:?} is not stored"));
+            let Ok(Message::Chunk(c)) = codec::decode(value) else {
+                panic!("chunk {key:?} does not decode");
+            };
+            assert_eq!(
+                (c.incarnation, c.generation, c.index, c.chunks),
+                (s.incarnation, s.generation, i, s.chunks),
+                "the record names {s:?}, {key:?} holds another chunk"
+            );
+            for item in &c.items {
+                assert!(item.seq <= s.seq, "chunk item {item:?} above {s:?}");
+                take(&mut read, item.endpoint, item.seq, item.state);
+            }
+        }
+        let mut per_key: BTreeMap<String, (u64, ReportState)> = BTreeMap::new();
+        for (key, (revision, value)) in &self.kv {
+            let Ok(Message::Report(r)) = codec::decode(value) else {
+                continue;
+            };
+            if r.incarnation != s.incarnation {
+                continue;
+            }
+            per_key.insert(key.clone(), (r.seq, r.state));
+            if *revision > s.revision && rec.report_seq > s.seq {
+                take(&mut read, r.endpoint, r.seq, r.state);
+            }
+            let got = read.get(r.endpoint).copied();
+            assert!(
+                got.is_some_and(|(seq, _)| seq >= r.seq),
+                "{key:?} holds seq {} (revision {revision}), chunks and tail after {s:?} \
+                 hold {got:?}",
+                r.seq
+            );
+        }
+        let newest = read.values().map(|&(seq, _)| seq).max().unwrap_or(0);
+        assert!(
+            newest >= rec.kv_seq,
+            "the record says {} is durable, chunks and tail after {s:?} reach {newest}",
+            rec.kv_seq
+        );
+    }
+}
 
 impl Harness {
     /// The explanation of `ep` agrees with its decision: its counted members add up to the
@@ -412,6 +572,7 @@ fn own_message(bytes: &[u8], own_incarnation: u64) -> Message<'_> {
         Message::Member(m) => m.incarnation,
         Message::Report(m) => m.incarnation,
         Message::Leave(m) => m.incarnation,
+        Message::Chunk(m) => m.incarnation,
     };
     assert_eq!(incarnation, own_incarnation);
     msg

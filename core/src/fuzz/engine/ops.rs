@@ -9,8 +9,8 @@ use super::{CLUSTER, Harness, NODES, OWN_ID, endpoint_names};
 use crate::Connectivity;
 use crate::Policy;
 use crate::codec::{
-    self, Heartbeat, MAX_SEQ, MemberRecord, Message, ReportBatch, ReportItem, ReportRecord,
-    ReportState,
+    self, Heartbeat, MAX_SEQ, MemberRecord, Message, ReportBatch, ReportChunk, ReportItem,
+    ReportRecord, ReportState, SnapshotRef,
 };
 use crate::input::KvRead;
 use crate::names::{Bucket, Names, SubjectKind};
@@ -52,8 +52,9 @@ pub(super) enum Op {
     ReadDone { read: KvRead, complete: bool },
     /// A KV write failed.
     PutFailed { bucket: Bucket, key: String },
-    /// Acknowledge every KV write of the node so far.
-    AckPuts,
+    /// Acknowledge every KV write of the node so far (stored in the order handed out, each at
+    /// the next KV revision; the acknowledgements handed in that order or its reverse).
+    AckPuts { reverse: bool },
     /// Messages were lost (a slow consumer).
     Lost { count: u64 },
     /// The driver reports how applying a config version went.
@@ -76,7 +77,7 @@ impl Op {
     /// incarnation, our wall clock, the config version being applied).
     pub(super) fn arbitrary(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<Op> {
         let names = &h.names;
-        Ok(match u.int_in_range(0u8..=20)? {
+        Ok(match u.int_in_range(0u8..=24)? {
             0..=2 => Op::Advance {
                 ns: duration_ns(u)?,
             },
@@ -137,18 +138,34 @@ impl Op {
                     payload: codec::encode(&msg),
                 }
             }
-            11 => {
+            11 | 21 => {
                 let (node, key_node) = sender(u)?;
-                let rec = MemberRecord {
+                let incarnation = incarnation(u, h)?;
+                let mut rec = MemberRecord {
                     cluster: cluster(u)?,
                     node,
                     region: region(u)?,
-                    incarnation: incarnation(u, h)?,
+                    incarnation,
                     hb_seq: seq(u)?,
                     sent_unix_ms: h.sent_unix_ms(u)?,
                     report_seq: seq(u)?,
                     kv_seq: seq(u)?,
+                    snapshot: None,
                 };
+                if u.arbitrary()? {
+                    rec.snapshot = Some(SnapshotRef {
+                        // Mostly of the record's incarnation.
+                        incarnation: if u.ratio(7u8, 8u8)? {
+                            incarnation
+                        } else {
+                            self::incarnation(u, h)?
+                        },
+                        generation: generation(u)?,
+                        chunks: u.int_in_range(1u32..=3)?,
+                        seq: seq(u)?,
+                        revision: revision(u)?,
+                    });
+                }
                 let msg = if u.ratio(1u8, 6u8)? {
                     Message::Leave(rec)
                 } else {
@@ -261,6 +278,7 @@ impl Op {
                         sent_unix_ms: h.sent_unix_ms(u)?,
                         report_seq: seq(u)?,
                         kv_seq: seq(u)?,
+                        snapshot: None,
                     });
                     Op::Receive {
                         subject: subject(u, names, SubjectKind::Heartbeat, subject_node)?,
@@ -271,32 +289,63 @@ impl Op {
             18 => match u.int_in_range(0u8..=2)? {
                 0 => Op::Connectivity(Connectivity::arbitrary(u)?),
                 1 => Op::ReadDone {
-                    read: match u.int_in_range(0u8..=2)? {
+                    read: match u.int_in_range(0u8..=4)? {
                         0 => KvRead::Snapshot,
                         1 => KvRead::Members,
-                        _ => KvRead::Reports {
+                        2 => KvRead::Reports {
                             node: sender(u)?.0.to_owned(),
                         },
+                        // The region of every report read without region buckets, or another.
+                        _ => KvRead::SnapshotReports {
+                            region: if u.ratio(3u8, 4u8)? {
+                                String::new()
+                            } else {
+                                region(u)?.to_owned()
+                            },
+                        },
                     },
-                    complete: u.arbitrary()?,
+                    // Mostly complete: an incomplete read starts the snapshot over.
+                    complete: u.ratio(3u8, 4u8)?,
                 },
                 _ => {
                     let endpoints = endpoint_names();
                     let bucket = Bucket::arbitrary(u)?;
-                    let key = match (bucket, u.int_in_range(0u8..=2)?) {
+                    let key = match (bucket, u.int_in_range(0u8..=3)?) {
                         (Bucket::Health, 0 | 1) => {
                             names.report_key(OWN_ID, &endpoint(u, &endpoints)?)
                         }
-                        (Bucket::Members, 0 | 1) => names.member_key(OWN_ID),
+                        (Bucket::Health, 2) => {
+                            names.chunk_key(OWN_ID, generation(u)?, u.int_in_range(0u32..=2)?)
+                        }
+                        (Bucket::Members, 0..=2) => names.member_key(OWN_ID),
                         _ => String::arbitrary(u)?,
                     };
                     if u.arbitrary()? {
                         Op::PutFailed { bucket, key }
                     } else {
-                        Op::AckPuts
+                        Op::AckPuts {
+                            reverse: u.ratio(1u8, 4u8)?,
+                        }
                     }
                 }
             },
+            22 | 24 => chunk(u, h)?,
+            23 => {
+                // The end of the start-up snapshot's part the node is reading (as far as the
+                // model knows), mostly complete.
+                let pending = h.model.snapshot_reports_pending();
+                let read = if pending.is_empty() {
+                    KvRead::Snapshot
+                } else {
+                    KvRead::SnapshotReports {
+                        region: u.choose(&pending)?.clone(),
+                    }
+                };
+                Op::ReadDone {
+                    read,
+                    complete: u.ratio(7u8, 8u8)?,
+                }
+            }
             _ => {
                 // Garbage: random bytes, often behind a valid envelope header, on a valid or
                 // random subject.
@@ -325,6 +374,132 @@ impl Op {
             }
         })
     }
+}
+
+/// A chunk of a compacted snapshot in the health bucket: mostly one of a snapshot that a
+/// record handed in named (as its writer would have written it), now and then with another
+/// generation (same slot or not), under the key of another slot, index or node, claiming
+/// another incarnation or chunk count, with its index out of range, or entirely made up.
+fn chunk(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<Op> {
+    let names = &h.names;
+    let expected: Vec<(&'static str, SnapshotRef)> = h
+        .model
+        .snapshot_chunks_expected()
+        .into_iter()
+        .filter_map(|(node, incarnation, generation, chunks)| {
+            let node = *NODES.iter().find(|n| **n == node)?;
+            let s = SnapshotRef {
+                incarnation,
+                generation,
+                chunks,
+                seq: 0,
+                revision: 0,
+            };
+            Some((node, s))
+        })
+        .collect();
+    let (node, key_node, mut snapshot) = if !expected.is_empty() && u.ratio(1u8, 2u8)? {
+        let (node, s) = *u.choose(&expected)?;
+        (node, node, s)
+    } else if !h.snapshot_refs.is_empty() && u.ratio(3u8, 4u8)? {
+        let (node, s) = *u.choose(&h.snapshot_refs)?;
+        let key_node = if u.ratio(1u8, 16u8)? {
+            *u.choose(&NODES)?
+        } else {
+            node
+        };
+        (node, key_node, s)
+    } else {
+        let (node, key_node) = sender(u)?;
+        let s = SnapshotRef {
+            incarnation: incarnation(u, h)?,
+            generation: generation(u)?,
+            chunks: u.int_in_range(1u32..=3)?,
+            seq: 0,
+            revision: 0,
+        };
+        (node, key_node, s)
+    };
+    let mut index = u.int_in_range(0..=snapshot.chunks - 1)?;
+    let mut key_generation = snapshot.generation;
+    let mut key_index = index;
+    match u.int_in_range(0u8..=15)? {
+        // Another compaction's chunk in the same slot (torn: overwritten, or stale).
+        0 => snapshot.generation = snapshot.generation.saturating_add(2),
+        1 => {
+            snapshot.generation = snapshot.generation.saturating_sub(2).max(1);
+            key_generation = snapshot.generation;
+        }
+        // Under the other slot's key.
+        2 => key_generation = snapshot.generation.wrapping_add(1),
+        // Under another index's key.
+        3 => key_index = (index + 1) % snapshot.chunks.max(2),
+        // Another count, or an index out of range (refused by the decoder).
+        4 => snapshot.chunks = u.int_in_range(1u32..=4)?,
+        5 => index = snapshot.chunks + u.int_in_range(0u32..=2)?,
+        6 => snapshot.incarnation = incarnation(u, h)?,
+        _ => {}
+    }
+    let endpoints = endpoint_names();
+    let mut held = Vec::new();
+    while held.len() < 6 && u.ratio(3u8, 4u8)? {
+        // Sequence 0 (refused by the decoder) now and then only.
+        let seq = if u.ratio(7u8, 8u8)? {
+            seq(u)?.max(1)
+        } else {
+            seq(u)?
+        };
+        held.push((endpoint(u, &endpoints)?, seq, ReportState::arbitrary(u)?));
+    }
+    let msg = Message::Chunk(ReportChunk {
+        cluster: cluster(u)?,
+        node,
+        incarnation: snapshot.incarnation,
+        generation: snapshot.generation,
+        index,
+        chunks: snapshot.chunks,
+        items: held
+            .iter()
+            .map(|(endpoint, seq, state)| ReportItem {
+                endpoint,
+                seq: *seq,
+                state: *state,
+            })
+            .collect(),
+    });
+    let key = if u.ratio(1u8, 32u8)? {
+        String::arbitrary(u)?
+    } else {
+        names.chunk_key(key_node, key_generation, key_index)
+    };
+    let bucket = if u.ratio(1u8, 32u8)? {
+        Bucket::Members
+    } else {
+        Bucket::Health
+    };
+    Ok(Op::Kv {
+        bucket,
+        key,
+        value: codec::encode(&msg),
+    })
+}
+
+/// A compaction's generation: small (both slots, a few of each), or now and then any.
+fn generation(u: &mut Unstructured<'_>) -> arbitrary::Result<u64> {
+    Ok(if u.ratio(1u8, 32u8)? {
+        u64::arbitrary(u)?.max(1)
+    } else {
+        u.int_in_range(1u64..=5)?
+    })
+}
+
+/// A KV revision: small, or now and then any.
+fn revision(u: &mut Unstructured<'_>) -> arbitrary::Result<u64> {
+    Ok(if u.ratio(1u8, 16u8)? {
+        u64::arbitrary(u)?
+    } else {
+        u.int_in_range(0u64..=40)?
+    })
 }
 
 /// A time jump: mostly whole milliseconds up to 5 s, sometimes a few nanoseconds, seconds,
