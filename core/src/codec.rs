@@ -171,8 +171,10 @@ pub struct SnapshotRef {
     pub revision: u64,
 }
 
-/// One piece of a node's compacted snapshot ([`SnapshotRef`]): the reports `items`, each the
-/// node's newest of its endpoint as of the compaction.
+/// One piece of a node's compacted snapshot ([`SnapshotRef`]): `reports` reports, each the
+/// node's newest of its endpoint as of the compaction, packed ([`pack_chunk_items`]: a postcard
+/// list of [`ReportItem`], LZ4-compressed, as endpoint names repeat much of each other) and
+/// read with [`unpack_chunk_items`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportChunk<'a> {
     /// Cluster id.
@@ -187,17 +189,68 @@ pub struct ReportChunk<'a> {
     pub index: u32,
     /// How many chunks the compaction wrote.
     pub chunks: u32,
-    /// The reports.
+    /// How many reports `items` holds, at most [`MAX_CHUNK_ITEMS`].
+    pub reports: u32,
+    /// The size of `items` unpacked, at most [`MAX_CHUNK_ITEMS_BYTES`].
+    pub items_bytes: u32,
+    /// The reports, packed.
     #[serde(borrow)]
-    pub items: Vec<ReportItem<'a>>,
+    pub items: &'a [u8],
 }
 
-/// Most chunks in one compacted snapshot (at [`CHUNK_TARGET_BYTES`] each: 256 MiB).
+/// Most chunks in one compacted snapshot (at [`CHUNK_TARGET_BYTES`] each: 512 MiB unpacked).
 pub const MAX_SNAPSHOT_CHUNKS: u32 = 1024;
 /// Most reports in one chunk.
 pub const MAX_CHUNK_ITEMS: usize = 1 << 16;
-/// A chunk is closed once its reports reach this many bytes (encoded).
-pub const CHUNK_TARGET_BYTES: usize = 256 * 1024;
+/// A chunk is closed once its reports reach this many bytes (unpacked).
+pub const CHUNK_TARGET_BYTES: usize = 512 * 1024;
+/// Most bytes of a chunk's reports unpacked.
+pub const MAX_CHUNK_ITEMS_BYTES: usize = 1024 * 1024;
+
+/// Packs `items` for a [`ReportChunk`]: (`reports`, `items_bytes`, `items`).
+pub fn pack_chunk_items(items: &[ReportItem<'_>]) -> (u32, u32, Vec<u8>) {
+    // Serializing into a Vec only fails on a custom Serialize impl error; ours are derived.
+    let raw = postcard::to_allocvec(items).expect("postcard serialization into a Vec");
+    let reports = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let bytes = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+    (reports, bytes, lz4_flex::block::compress(&raw))
+}
+
+/// The reports of `chunk`, unpacked into `buf` (reused between chunks) and checked as those
+/// of a batch are: exactly `reports` of them, valid names, sequences from 1.
+pub fn unpack_chunk_items<'b>(
+    chunk: &ReportChunk<'_>,
+    buf: &'b mut Vec<u8>,
+) -> Result<Vec<ReportItem<'b>>, DecodeError> {
+    let size = chunk.items_bytes as usize;
+    if size > MAX_CHUNK_ITEMS_BYTES {
+        return Err(DecodeError::Invalid("chunk too large unpacked"));
+    }
+    buf.clear();
+    buf.resize(size, 0);
+    match lz4_flex::block::decompress_into(chunk.items, buf) {
+        Ok(n) if n == size => {}
+        _ => return Err(DecodeError::Malformed),
+    }
+    let (items, rest): (Vec<ReportItem<'b>>, _) =
+        postcard::take_from_bytes(buf.as_slice()).map_err(|_| DecodeError::Malformed)?;
+    if !rest.is_empty() || items.len() != chunk.reports as usize {
+        return Err(DecodeError::Malformed);
+    }
+    for item in &items {
+        check_str(
+            item.endpoint,
+            MAX_ENDPOINT_NAME_BYTES,
+            false,
+            "bad endpoint name",
+        )?;
+        if item.seq == 0 {
+            return Err(DecodeError::Invalid("report sequence 0"));
+        }
+        check_seq(item.seq)?;
+    }
+    Ok(items)
+}
 
 /// A node's report on one endpoint, the value under `<node>.<endpoint>` in the health bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,26 +495,17 @@ fn validate(msg: &Message<'_>) -> Result<(), DecodeError> {
             }
         }
         Message::Chunk(m) => {
-            if m.items.len() > MAX_CHUNK_ITEMS {
+            if m.reports as usize > MAX_CHUNK_ITEMS {
                 return Err(DecodeError::Invalid("too many reports in chunk"));
+            }
+            if m.items_bytes as usize > MAX_CHUNK_ITEMS_BYTES {
+                return Err(DecodeError::Invalid("chunk too large unpacked"));
             }
             if m.chunks == 0 || m.chunks > MAX_SNAPSHOT_CHUNKS || m.index >= m.chunks {
                 return Err(DecodeError::Invalid("chunk index out of range"));
             }
             if m.generation == 0 {
                 return Err(DecodeError::Invalid("chunk generation 0"));
-            }
-            for item in &m.items {
-                check_str(
-                    item.endpoint,
-                    MAX_ENDPOINT_NAME_BYTES,
-                    false,
-                    "bad endpoint name",
-                )?;
-                if item.seq == 0 {
-                    return Err(DecodeError::Invalid("report sequence 0"));
-                }
-                check_seq(item.seq)?;
             }
         }
         Message::Report(m) => {
@@ -581,6 +625,7 @@ mod tests {
     }
 
     fn chunk(items: Vec<ReportItem<'static>>) -> ReportChunk<'static> {
+        let (reports, items_bytes, packed) = pack_chunk_items(&items);
         ReportChunk {
             cluster: "c",
             node: "n1",
@@ -588,7 +633,10 @@ mod tests {
             generation: 3,
             index: 1,
             chunks: 2,
-            items,
+            reports,
+            items_bytes,
+            // A test's: kept for its whole run.
+            items: Box::leak(packed.into_boxed_slice()),
         }
     }
 
@@ -643,6 +691,13 @@ mod tests {
         assert_eq!(bytes[3], 7);
         assert_eq!(decode(&bytes).unwrap(), c);
         assert_eq!((c.cluster(), c.node()), ("c", "n1"));
+        let Message::Chunk(decoded) = decode(&bytes).unwrap() else {
+            unreachable!()
+        };
+        let mut buf = Vec::new();
+        let items = unpack_chunk_items(&decoded, &mut buf).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[1].endpoint, items[1].seq), ("db ☃", MAX_SEQ));
         // A snapshot of no reports is one empty chunk.
         let empty = Message::Chunk(chunk(Vec::new()));
         assert_eq!(decode(&encode(&empty)).unwrap(), empty);
@@ -721,23 +776,60 @@ mod tests {
         );
         assert_eq!(invalid(with(&|c| c.generation = 0)), "chunk generation 0");
         assert_eq!(
-            invalid(with(&|c| c.items = vec![item("web", 0)])),
-            "report sequence 0"
+            invalid(with(&|c| c.items_bytes = MAX_CHUNK_ITEMS_BYTES as u32 + 1)),
+            "chunk too large unpacked"
         );
         assert_eq!(
-            invalid(with(&|c| c.items = vec![item("web", MAX_SEQ + 1)])),
+            invalid(with(&|c| c.reports = MAX_CHUNK_ITEMS as u32 + 1)),
+            "too many reports in chunk"
+        );
+        // The packed reports are checked when unpacked, as a batch's are when decoded.
+        let unpacked = |items: Vec<ReportItem<'static>>| {
+            unpack_chunk_items(&chunk(items), &mut Vec::new()).map(|i| i.len())
+        };
+        let refused = |items| match unpacked(items) {
+            Err(DecodeError::Invalid(why)) => why,
+            other => panic!("unpacked to {other:?}"),
+        };
+        assert_eq!(refused(vec![item("web", 0)]), "report sequence 0");
+        assert_eq!(
+            refused(vec![item("web", MAX_SEQ + 1)]),
             "sequence out of range"
         );
-        assert_eq!(
-            invalid(with(&|c| c.items = vec![item("", 1)])),
-            "bad endpoint name"
-        );
+        assert_eq!(refused(vec![item("", 1)]), "bad endpoint name");
         let long = "x".repeat(MAX_ENDPOINT_NAME_BYTES + 1);
         let long: &'static str = Box::leak(long.into_boxed_str());
-        assert_eq!(
-            invalid(with(&|c| c.items = vec![item(long, 1)])),
-            "bad endpoint name"
-        );
+        assert_eq!(refused(vec![item(long, 1)]), "bad endpoint name");
+        // Packed bytes that are not what they claim: malformed, not a panic.
+        let good = chunk(vec![item("web", 1), item("api", 2)]);
+        for c in [
+            ReportChunk {
+                reports: 1,
+                ..good.clone()
+            },
+            ReportChunk {
+                items_bytes: good.items_bytes + 1,
+                ..good.clone()
+            },
+            ReportChunk {
+                items_bytes: good.items_bytes - 1,
+                ..good.clone()
+            },
+            ReportChunk {
+                items: &good.items[..good.items.len() - 1],
+                ..good.clone()
+            },
+            ReportChunk {
+                items: b"\xff\x00garbage",
+                ..good.clone()
+            },
+        ] {
+            assert_eq!(
+                unpack_chunk_items(&c, &mut Vec::new()),
+                Err(DecodeError::Malformed)
+            );
+        }
+        assert_eq!(unpacked(Vec::new()), Ok(0));
         assert_eq!(invalid(with(&|c| c.node = "")), "bad node id");
         // The last index of the largest snapshot is fine.
         assert!(

@@ -20,7 +20,7 @@ use crate::names::RECORD_MAX_AGE;
 use crate::time::Instant;
 
 /// Encodes `items` (a node's reports, incarnation `incarnation`) as the chunks of compaction
-/// `generation`: each at most about [`CHUNK_TARGET_BYTES`] and [`MAX_CHUNK_ITEMS`] reports.
+/// `generation`: each at most [`CHUNK_TARGET_BYTES`] unpacked and [`MAX_CHUNK_ITEMS`] reports.
 /// `None` when they need more than [`MAX_SNAPSHOT_CHUNKS`] chunks.
 pub fn encode_chunks(
     cluster: &str,
@@ -47,6 +47,7 @@ pub fn encode_chunks(
         .into_iter()
         .enumerate()
         .map(|(index, range)| {
+            let (reports, items_bytes, packed) = codec::pack_chunk_items(&items[range]);
             codec::encode(&Message::Chunk(ReportChunk {
                 cluster,
                 node,
@@ -55,7 +56,9 @@ pub fn encode_chunks(
                 // At most MAX_SNAPSHOT_CHUNKS, checked above.
                 index: index as u32,
                 chunks,
-                items: items[range].to_vec(),
+                reports,
+                items_bytes,
+                items: &packed,
             }))
         })
         .collect();
@@ -251,16 +254,24 @@ mod tests {
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         let mut back = 0;
         for (i, bytes) in chunks.iter().enumerate() {
-            assert!(bytes.len() <= CHUNK_TARGET_BYTES + 64, "{}", bytes.len());
             let Ok(Message::Chunk(c)) = codec::decode(bytes) else {
                 panic!("chunk {i} does not decode");
             };
+            assert!(
+                c.items_bytes as usize <= CHUNK_TARGET_BYTES,
+                "{}",
+                c.items_bytes
+            );
+            // Names that repeat much of each other pack well.
+            assert!(bytes.len() * 3 < c.items_bytes as usize, "{}", bytes.len());
             assert_eq!(
                 (c.index, c.chunks, c.generation),
                 (i as u32, chunks.len() as u32, 7)
             );
-            assert_eq!(c.items[0], items[back]);
-            back += c.items.len();
+            let mut buf = Vec::new();
+            let unpacked = codec::unpack_chunk_items(&c, &mut buf).unwrap();
+            assert_eq!(unpacked, items[back..back + unpacked.len()]);
+            back += unpacked.len();
         }
         assert_eq!(back, items.len());
         // No reports: one empty chunk (the snapshot of a node that withdrew everything).

@@ -47,6 +47,10 @@ const WALL_BASE_MS: u64 = 1_700_000_000_000;
 ///   node and endpoint has exactly one name on the wire.
 pub fn codec(data: &[u8]) {
     if let Ok(msg) = codec::decode(data) {
+        // A chunk's reports unpack or are refused, never panic.
+        if let Message::Chunk(c) = &msg {
+            let _ = codec::unpack_chunk_items(c, &mut Vec::new());
+        }
         let again = codec::encode(&msg);
         assert_eq!(
             codec::decode(&again).as_ref(),
@@ -124,14 +128,13 @@ fn keeps_the_rules(msg: &Message<'_>) -> bool {
                     })
             }
             Message::Report(m) => ep_ok(m.endpoint) && m.seq >= 1 && m.seq <= MAX_SEQ,
+            // The packed reports are checked when unpacked (`unpack_chunk_items`).
             Message::Chunk(m) => {
-                m.items.len() <= MAX_CHUNK_ITEMS
+                m.reports as usize <= MAX_CHUNK_ITEMS
+                    && m.items_bytes as usize <= codec::MAX_CHUNK_ITEMS_BYTES
                     && m.generation >= 1
                     && (1..=MAX_SNAPSHOT_CHUNKS).contains(&m.chunks)
                     && m.index < m.chunks
-                    && m.items
-                        .iter()
-                        .all(|i| ep_ok(i.endpoint) && i.seq >= 1 && i.seq <= MAX_SEQ)
             }
         }
 }
@@ -234,7 +237,9 @@ fn arbitrary_message<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Message<
                 generation,
                 index,
                 chunks,
-                items: arbitrary_items(u)?,
+                reports: u32::arbitrary(u)? % (2 * MAX_CHUNK_ITEMS as u32),
+                items_bytes: u32::arbitrary(u)? % (2 * codec::MAX_CHUNK_ITEMS_BYTES as u32),
+                items: <&[u8]>::arbitrary(u)?,
             })
         }
         _ => Message::Report(ReportRecord {
@@ -450,6 +455,7 @@ mod tests {
             seq: 9,
             state: ReportState::Healthy,
         };
+        let (reports, items_bytes, packed) = codec::pack_chunk_items(&[item]);
         let chunk = ReportChunk {
             cluster: "c",
             node: "n",
@@ -457,8 +463,19 @@ mod tests {
             generation: 2,
             index: 1,
             chunks: 2,
-            items: vec![item],
+            reports,
+            items_bytes,
+            items: &packed,
         };
+        let mut buf = Vec::new();
+        assert_eq!(
+            codec::unpack_chunk_items(&chunk, &mut buf),
+            Ok(vec![ReportItem {
+                endpoint: "web",
+                seq: 9,
+                state: ReportState::Healthy,
+            }])
+        );
         for msg in [
             Message::Member(record.clone()),
             Message::Chunk(chunk.clone()),

@@ -568,6 +568,11 @@ impl Reference {
         else {
             return;
         };
+        // Reports that do not unpack are not read (the core drops the chunk).
+        let mut buf = Vec::new();
+        let Ok(items) = codec::unpack_chunk_items(chunk, &mut buf) else {
+            return;
+        };
         let wanted = wait.incarnation == chunk.incarnation
             && wait.generation == chunk.generation
             && chunk.generation % 2 == slot
@@ -582,7 +587,7 @@ impl Reference {
         {
             return;
         }
-        for item in &chunk.items {
+        for item in &items {
             self.report(
                 &node,
                 chunk.incarnation,

@@ -176,16 +176,16 @@ fn is_report(o: &Output) -> bool {
     )
 }
 
-/// An endpoint name long enough that 1,500 of them take two chunks.
+/// An endpoint name (255 bytes, the longest) long enough that 2,500 of them take two chunks.
 fn long_name(i: usize) -> String {
-    format!("{i:04}-{}", "e".repeat(200))
+    format!("{i:04}-{}", "e".repeat(250))
 }
 
 // ---- the writer ----
 
 #[test]
 fn a_writer_names_its_compaction_once_every_chunk_is_acked_and_alternates_slots() {
-    const N: usize = 1_500;
+    const N: usize = 2_500;
     let mut kv = Kv::default();
     let (mut w, _) = started(config("w", Duration::from_secs(2)), &mut kv, 0);
     for i in 0..N {
@@ -223,7 +223,8 @@ fn a_writer_names_its_compaction_once_every_chunk_is_acked_and_alternates_slots(
             unreachable!()
         };
         assert_eq!(c.incarnation, w.incarnation());
-        for item in c.items {
+        let mut buf = Vec::new();
+        for item in codec::unpack_chunk_items(&c, &mut buf).unwrap() {
             assert!(items.insert(item.endpoint.to_owned(), item.state).is_none());
         }
     }

@@ -182,8 +182,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) events: broadcast::Sender<Event>,
-    /// Every decision by endpoint (Fx-hashed: a snapshot load updates millions).
-    pub(crate) decisions: RwLock<rustc_hash::FxHashMap<String, Decision>>,
+    /// Every decision the core handed out.
+    pub(crate) decisions: RwLock<DecisionTable>,
     pub(crate) connected: std::sync::atomic::AtomicBool,
     pub(crate) connect_errors: Arc<crate::connect::ConnectErrors>,
     /// What config sync wants in force.
@@ -230,7 +230,7 @@ impl Handle {
             clock: Clock::start(),
             metrics: Arc::new(Metrics::new()),
             events,
-            decisions: RwLock::new(rustc_hash::FxHashMap::default()),
+            decisions: RwLock::new(DecisionTable::default()),
             connected: std::sync::atomic::AtomicBool::new(false),
             connect_errors: Arc::default(),
             config_state: tokio::sync::watch::Sender::new(ConfigState::default()),
@@ -316,7 +316,7 @@ impl Handle {
             .decisions
             .read()
             .ok()
-            .and_then(|d| d.get(endpoint).copied())
+            .and_then(|d| d.get(endpoint))
     }
 
     /// Every endpoint with its decision and current counts, asked of the core.
@@ -478,5 +478,34 @@ impl Drop for Handle {
             let _ = self.commands.send(Command::Shutdown { done, leave: true });
             let _ = thread.join();
         }
+    }
+}
+
+/// The driver's copy of every decision, by the core's endpoint number
+/// ([`Node::poll_updated_indexed`](gslb_state_core::Node::poll_updated_indexed)): a change
+/// is a vector write; a lookup by name hashes the name once.
+#[derive(Debug, Default)]
+pub(crate) struct DecisionTable {
+    numbers: rustc_hash::FxHashMap<String, usize>,
+    decisions: Vec<Option<Decision>>,
+}
+
+impl DecisionTable {
+    /// The decision for `endpoint`, if it was ever handed out.
+    pub(crate) fn get(&self, endpoint: &str) -> Option<Decision> {
+        let n = *self.numbers.get(endpoint)?;
+        self.decisions.get(n).copied().flatten()
+    }
+
+    /// Sets endpoint number `n` (named `endpoint`) to `decision`; returns the one it replaces.
+    pub(crate) fn set(&mut self, n: usize, endpoint: &str, decision: Decision) -> Option<Decision> {
+        if n >= self.decisions.len() {
+            self.decisions.resize(n + 1, None);
+        }
+        let old = self.decisions[n].replace(decision);
+        if old.is_none() {
+            self.numbers.insert(endpoint.to_owned(), n);
+        }
+        old
     }
 }

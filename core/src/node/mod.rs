@@ -485,8 +485,16 @@ impl Node {
     /// changes; this is for a driver that keeps a copy of every decision current, counts and
     /// all. At most one entry per endpoint is waiting.
     pub fn poll_updated(&mut self) -> Option<(&str, Decision)> {
+        let (_, name, decision) = self.poll_updated_indexed()?;
+        Some((name, decision))
+    }
+
+    /// [`Node::poll_updated`] with the endpoint's number in this node: dense from 0 and the
+    /// same for the node's life, so a driver can keep its copy in a vector by number (no hash
+    /// of the name per change: a snapshot load changes millions).
+    pub fn poll_updated_indexed(&mut self) -> Option<(usize, &str, Decision)> {
         let id = self.view.poll_updated()?;
-        Some((self.view.name(id), self.view.decision(id)))
+        Some((id as usize, self.view.name(id), self.view.decision(id)))
     }
 
     // ---- time ----

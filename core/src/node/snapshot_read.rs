@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::codec::ReportChunk;
+use crate::codec::{self, ReportChunk};
 use crate::membership::MemberIdx;
 use crate::names::Names;
 use crate::output::Output;
@@ -160,8 +160,21 @@ impl Node {
             self.stats.drop(DropReason::LeftMember);
             return;
         }
+        let mut buf = Vec::new();
+        let items = match codec::unpack_chunk_items(chunk, &mut buf) {
+            Ok(items) => items,
+            Err(e) => {
+                // Not counted as read: the member is re-synced from its report keys.
+                if let Some(w) = self.snapshot_reads.chunks.get_mut(&idx) {
+                    w.seen[index as usize] = false;
+                    w.left += 1;
+                }
+                self.stats.drop(e.into());
+                return;
+            }
+        };
         self.stats.count_received(MessageKind::Chunk);
-        for item in &chunk.items {
+        for item in &items {
             self.members.get_mut(idx).sync.read_report(item.seq);
             self.apply_report(idx, item.endpoint, item.seq, item.state);
         }

@@ -222,6 +222,15 @@ impl Peer {
         index: u32,
         items: &[(&str, u64, ReportState)],
     ) -> Input {
+        let items: Vec<ReportItem<'_>> = items
+            .iter()
+            .map(|&(endpoint, seq, state)| ReportItem {
+                endpoint,
+                seq,
+                state,
+            })
+            .collect();
+        let (reports, items_bytes, packed) = codec::pack_chunk_items(&items);
         let value = codec::encode(&Message::Chunk(ReportChunk {
             cluster: CLUSTER,
             node: &self.id,
@@ -229,14 +238,9 @@ impl Peer {
             generation: snapshot.generation,
             index,
             chunks: snapshot.chunks,
-            items: items
-                .iter()
-                .map(|&(endpoint, seq, state)| ReportItem {
-                    endpoint,
-                    seq,
-                    state,
-                })
-                .collect(),
+            reports,
+            items_bytes,
+            items: &packed,
         }));
         Input::KvEntry {
             bucket: gslb_state_core::Bucket::Health,

@@ -176,23 +176,15 @@ impl Driver {
         }
         // Every decision whose verdict or counts changed, into the shared map (an endpoint not in
         // it was never decided: unknown), and its source into `gslbd_state_decisions`.
-        if let Some((endpoint, decision)) = self.node.poll_updated()
-            && let Ok(mut map) = self.shared.decisions.write()
+        if let Some((n, endpoint, decision)) = self.node.poll_updated_indexed()
+            && let Ok(mut table) = self.shared.decisions.write()
         {
-            let mut next = Some((endpoint, decision));
-            while let Some((endpoint, decision)) = next {
-                match map.get_mut(endpoint) {
-                    Some(d) => {
-                        self.metrics
-                            .decision_source_moved(Some(d.source), decision.source);
-                        *d = decision;
-                    }
-                    None => {
-                        self.metrics.decision_source_moved(None, decision.source);
-                        map.insert(endpoint.to_owned(), decision);
-                    }
-                }
-                next = self.node.poll_updated();
+            let mut next = Some((n, endpoint, decision));
+            while let Some((n, endpoint, decision)) = next {
+                let old = table.set(n, endpoint, decision);
+                self.metrics
+                    .decision_source_moved(old.map(|d| d.source), decision.source);
+                next = self.node.poll_updated_indexed();
             }
         }
         if !decided.is_empty() {

@@ -181,7 +181,10 @@ impl Harness {
                         }
                         // Each report the chunk holds was published (a chunk holds what the
                         // node said, never more).
-                        for item in &c.items {
+                        let mut buf = Vec::new();
+                        let items = codec::unpack_chunk_items(&c, &mut buf)
+                            .expect("the node's own chunk unpacks");
+                        for item in &items {
                             let published = self.seen.batch_reports.get(item.endpoint);
                             assert!(
                                 published.is_some_and(|p| p.seq > item.seq
@@ -454,7 +457,9 @@ impl Harness {
                 (s.incarnation, s.generation, i, s.chunks),
                 "the record names {s:?}, {key:?} holds another chunk"
             );
-            for item in &c.items {
+            let mut buf = Vec::new();
+            let items = codec::unpack_chunk_items(&c, &mut buf).expect("a stored chunk unpacks");
+            for item in &items {
                 assert!(item.seq <= s.seq, "chunk item {item:?} above {s:?}");
                 take(&mut read, item.endpoint, item.seq, item.state);
             }

@@ -451,6 +451,15 @@ fn chunk(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<Op> {
         };
         held.push((endpoint(u, &endpoints)?, seq, ReportState::arbitrary(u)?));
     }
+    let items: Vec<ReportItem<'_>> = held
+        .iter()
+        .map(|(endpoint, seq, state)| ReportItem {
+            endpoint,
+            seq: *seq,
+            state: *state,
+        })
+        .collect();
+    let (reports, items_bytes, packed) = codec::pack_chunk_items(&items);
     let msg = Message::Chunk(ReportChunk {
         cluster: cluster(u)?,
         node,
@@ -458,14 +467,9 @@ fn chunk(u: &mut Unstructured<'_>, h: &Harness) -> arbitrary::Result<Op> {
         generation: snapshot.generation,
         index,
         chunks: snapshot.chunks,
-        items: held
-            .iter()
-            .map(|(endpoint, seq, state)| ReportItem {
-                endpoint,
-                seq: *seq,
-                state: *state,
-            })
-            .collect(),
+        reports,
+        items_bytes,
+        items: &packed,
     });
     let key = if u.ratio(1u8, 32u8)? {
         String::arbitrary(u)?
