@@ -23,9 +23,10 @@
 //! 2. **Snapshot load.** The reports, compacted snapshots and membership records of
 //!    SNAPSHOT_NODES nodes are written into the buckets with the core's codec, as those nodes
 //!    would leave them after their first compaction (one key per report, then the chunks); a
-//!    new node starts and the time until it has applied every report is measured, beside the
-//!    core alone fed the same records and chunks, and a bare ordered consumer reading every
-//!    report key (what a per-key snapshot read cannot beat).
+//!    new node starts and the time until its snapshot is loaded is measured (three rounds, the
+//!    median), beside the core alone fed the same records and chunks (three rounds, the
+//!    median), and a bare ordered consumer reading every report key (what a per-key snapshot
+//!    read cannot beat).
 //!    Then a real daemon (`GSLB_STATE_BIN`, else `target/release/gslb-state` when built)
 //!    loads the same snapshot, and its resident memory once loaded is printed.
 
@@ -455,6 +456,15 @@ async fn daemon_rss(
         return Err(format!("{e}\n{tail}").into());
     }
     let took = start.elapsed();
+    let endpoints = d
+        .get_json("/v1/status")
+        .and_then(|s| s["endpoints"].as_u64())
+        .unwrap_or(0);
+    if endpoints != reports as u64 {
+        let tail = d.log_tail(200);
+        d.kill();
+        return Err(format!("the daemon knows {endpoints} of {reports} endpoints\n{tail}").into());
+    }
     let pid = d.pid().ok_or("the daemon exited")?;
     let kb = |field: &str| proc_status_kb(pid, field).unwrap_or(0);
     println!(
@@ -608,8 +618,9 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             .await?;
     }
     println!(
-        "snapshot: wrote {writers} nodes x {reports} reports (R3), and {} chunks of their compacted snapshots, in {:.1} s",
+        "snapshot: wrote {writers} nodes x {reports} reports (R3), and {} chunks of their compacted snapshots ({:.1} MB), in {:.1} s",
         chunk_values.len(),
+        chunk_values.iter().map(|(_, v)| v.len()).sum::<usize>() as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
     // A node restarts at any later time: the servers have applied the writes by then.
