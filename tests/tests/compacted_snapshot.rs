@@ -51,6 +51,36 @@ async fn wait_all(node: &Handle, want: impl Fn(usize) -> bool) {
     .unwrap_or_else(|e| panic!("{e}: {} wrong", wrong()));
 }
 
+/// The revision the compacted snapshot `node`'s record names was taken at.
+async fn named_revision(js: &async_nats::jetstream::Context, node: &str) -> u64 {
+    let names = Names::new(CLUSTER);
+    let members = js
+        .get_key_value(names.bucket(Bucket::Members))
+        .await
+        .unwrap();
+    let value = members.get(names.member_key(node)).await.unwrap().unwrap();
+    match decode(&value) {
+        Ok(Message::Member(rec)) => rec.snapshot.unwrap().revision,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// How many of `node`'s report keys were last written after `revision`.
+async fn keys_since(js: &async_nats::jetstream::Context, node: &str, revision: u64) -> u64 {
+    let names = Names::new(CLUSTER);
+    let health = js
+        .get_key_value(names.bucket(Bucket::Health))
+        .await
+        .unwrap();
+    let mut n = 0;
+    for i in 0..ENDPOINTS {
+        let key = names.report_key(node, &endpoint(i));
+        let entry = health.entry(key).await.unwrap().unwrap();
+        n += u64::from(entry.revision > revision);
+    }
+    n
+}
+
 /// The `report_seq` of `node`'s membership record (0 without one).
 async fn record_report_seq(js: &async_nats::jetstream::Context, node: &str) -> u64 {
     let names = Names::new(CLUSTER);
@@ -88,6 +118,7 @@ async fn a_new_node_loads_the_chunks_and_the_keys_written_since_and_reads_around
     .await
     .unwrap();
     let (generation, chunks) = named_snapshot(&js, "w").await.unwrap();
+    let revision = named_revision(&js, "w").await;
     // Changes after the compaction are read from their report keys.
     for i in 0..100 {
         w.set_health(&endpoint(i), Some(i.is_multiple_of(3)))
@@ -134,10 +165,11 @@ async fn a_new_node_loads_the_chunks_and_the_keys_written_since_and_reads_around
         (ENDPOINTS as u64..=(ENDPOINTS + 100) as u64).contains(&applied),
         "{stats:?}"
     );
-    // The keys written since the compaction, not every key (a compaction that began while
-    // the first writes were in flight names an earlier revision: a few more).
+    // Exactly w's report keys written after the revision its record names (the 100 changes,
+    // and the first writes still out when the compaction began), not every key.
     let keys = stats.received(MessageKind::Report);
-    assert!((100..ENDPOINTS as u64 / 2).contains(&keys), "{stats:?}");
+    assert_eq!(keys, keys_since(&js, "w", revision).await, "{stats:?}");
+    assert!(keys >= 100 && keys < (ENDPOINTS + 100) as u64, "{stats:?}");
     assert_eq!(stats.stale_reads, 0, "{stats:?}");
     assert_eq!(stats.resyncs_requested, 0, "{stats:?}");
     wait_all(&r, want).await;
