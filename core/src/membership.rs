@@ -438,8 +438,11 @@ impl Members {
             if self.get(idx).left {
                 continue;
             }
-            let until = until_of(heard, ttl);
-            if until >= now {
+            // Judged before `until_of` clamps to the origin: heard + ttl before it is expired
+            // even at instant 0.
+            let ttl_ns = HeardNs::try_from(ttl.as_nanos()).unwrap_or(HeardNs::MAX);
+            if heard.saturating_add(ttl_ns) >= heard_ns(now) {
+                let until = until_of(heard, ttl);
                 match self.set_active_until(idx, until, view) {
                     Some(true) => up.push(idx),
                     Some(false) => {}

@@ -497,3 +497,39 @@ proptest! {
         run(policy, q, extra, &ops, LARGE_NODES, LARGE_ENDPOINTS)?;
     }
 }
+
+/// Found by `engine_matches_reference_small_clusters` in CI (2026-12-03; the same on the code
+/// before the compacted snapshot): a member vouched for by a record of an incomplete snapshot
+/// at the monotonic clock's origin, then a shorter TTL its record's age exceeds. Its
+/// `heard + ttl` lay before the origin and was clamped to it, which passed for "not yet
+/// expired".
+#[test]
+fn a_shorter_ttl_expires_a_member_vouched_for_by_an_incomplete_snapshot() {
+    let extra = Extra {
+        regions: false,
+        hold_up: 0,
+        hold_down: 0,
+    };
+    let ops = [
+        Op::Connectivity(true),
+        Op::MemberRecord {
+            node: 0,
+            inc: 1,
+            hb_seq: 1,
+            age_ms: 1917,
+            left: false,
+            region: usize::MAX,
+            snapshot: None,
+        },
+        Op::ReadDone(None, false),
+        Op::Connectivity(false),
+        Op::Config {
+            version: 1,
+            policy: 0,
+            q: 0,
+            ttl_ms: 1500,
+            extra,
+        },
+    ];
+    run(0, 0, extra, &ops, SMALL_NODES, SMALL_ENDPOINTS).unwrap();
+}
