@@ -263,22 +263,8 @@ async fn multi_get(
         .map_err(|e| format!("reading {}: {e}", store.stream_name))?;
     let mut read = 0;
     loop {
-        let message = tokio::time::timeout(READ_IDLE_TIMEOUT, replies.next())
-            .await
-            .map_err(|_| {
-                format!(
-                    "reading {}: no answer for {READ_IDLE_TIMEOUT:?}",
-                    store.stream_name
-                )
-            })?
-            .ok_or_else(|| format!("reading {}: subscription ended", store.stream_name))?;
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
+        let message = next_reply(&mut replies, store).await?;
+        let header = |name: &str| header_of(&message, name);
         match message.status.map(|s| s.as_u16()) {
             // The end of the batch, or none of the keys exists.
             Some(204) | Some(404) => return Ok(read),
@@ -405,6 +391,31 @@ async fn read_by_consumer(
     }
 }
 
+/// The next reply of a direct get on `replies`, waiting at most [`READ_IDLE_TIMEOUT`].
+async fn next_reply(
+    replies: &mut async_nats::Subscriber,
+    store: &kv::Store,
+) -> Result<async_nats::Message, String> {
+    tokio::time::timeout(READ_IDLE_TIMEOUT, replies.next())
+        .await
+        .map_err(|_| {
+            format!(
+                "reading {}: no answer for {READ_IDLE_TIMEOUT:?}",
+                store.stream_name
+            )
+        })?
+        .ok_or_else(|| format!("reading {}: subscription ended", store.stream_name))
+}
+
+/// Header `name` of a direct get's reply.
+fn header_of(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
 /// Most messages the server returns for one batched direct get (nats-server's limit).
 const DIRECT_GET_BATCH: usize = 1000;
 
@@ -453,11 +464,7 @@ async fn read_by_direct_get(
                 ));
             }
             None => {
-                let seq = reply
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Sequence"))
-                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                let seq = header_of(&reply, "Nats-Sequence").and_then(|v| v.parse::<u64>().ok());
                 from_seq = seq.unwrap_or(from_seq);
             }
         }
@@ -474,22 +481,8 @@ async fn read_by_direct_get(
         let mut batch = Vec::with_capacity(READ_BATCH);
         let mut last_seq = None;
         let pending = loop {
-            let message = tokio::time::timeout(READ_IDLE_TIMEOUT, replies.next())
-                .await
-                .map_err(|_| {
-                    format!(
-                        "reading {}: no answer for {READ_IDLE_TIMEOUT:?}",
-                        store.stream_name
-                    )
-                })?
-                .ok_or_else(|| format!("reading {}: subscription ended", store.stream_name))?;
-            let header = |name: &str| {
-                message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
-            };
+            let message = next_reply(&mut replies, store).await?;
+            let header = |name: &str| header_of(&message, name);
             match message.status.map(|s| s.as_u16()) {
                 // The end of this page: how many more match after it.
                 Some(204) => {

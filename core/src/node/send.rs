@@ -109,11 +109,9 @@ impl Node {
         end
     }
 
-    /// Publishes the reports of `ids`, claiming `first_seq..=last_seq` (`first_seq` 0 = no
-    /// claim, `last_seq` is then the highest sequence in the batch).
-    fn publish_batch(&mut self, ids: &[EndpointId], first_seq: u64, last_seq: u64) {
-        let items: Vec<ReportItem<'_>> = ids
-            .iter()
+    /// Our current reports of `ids`, as they go on the wire.
+    fn own_items(&self, ids: &[EndpointId]) -> Vec<ReportItem<'_>> {
+        ids.iter()
             .map(|id| {
                 let r = self.own.reports[id].report;
                 ReportItem {
@@ -122,7 +120,13 @@ impl Node {
                     state: r.state(),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Publishes the reports of `ids`, claiming `first_seq..=last_seq` (`first_seq` 0 = no
+    /// claim, `last_seq` is then the highest sequence in the batch).
+    fn publish_batch(&mut self, ids: &[EndpointId], first_seq: u64, last_seq: u64) {
+        let items = self.own_items(ids);
         let payload = codec::encode(&Message::Reports(ReportBatch {
             cluster: self.names.cluster_id(),
             node: &self.node_id,
@@ -266,17 +270,7 @@ impl Node {
         }
         let mut ids: Vec<EndpointId> = self.own.reports.keys().copied().collect();
         ids.sort_unstable();
-        let items: Vec<ReportItem<'_>> = ids
-            .iter()
-            .map(|id| {
-                let r = self.own.reports[id].report;
-                ReportItem {
-                    endpoint: self.view.name(*id),
-                    seq: r.seq(),
-                    state: r.state(),
-                }
-            })
-            .collect();
+        let items = self.own_items(&ids);
         let generation = self.compaction.next_generation();
         let Some(chunks) = crate::compaction::encode_chunks(
             self.names.cluster_id(),
