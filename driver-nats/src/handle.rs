@@ -1,6 +1,7 @@
 //! [`Handle`]: what an embedding daemon holds. The driver runs on its own thread with its own
-//! tokio runtime; the handle talks to it through runtime-neutral channels, so the caller may use
-//! tokio, smol, or no async runtime at all.
+//! current-thread tokio runtime (the drive loop and the NATS connection's task share it); the
+//! handle talks to it through runtime-neutral channels, so the caller may use tokio, smol, or
+//! no async runtime at all.
 
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -34,6 +35,36 @@ pub struct NodeOptions {
     /// ([`Event::ConfigApply`]). When false (the default), a valid version is in force as soon
     /// as its `state.*` is.
     pub confirm_config: bool,
+    /// Called on the driver's thread for every [`Event::Decision`], the moment the decision is
+    /// in force ([`Handle::decision`] returns it) and before the event is sent: an embedder
+    /// that keeps its own answer table updates it here without a thread hop. It must return
+    /// quickly (the driver waits for it).
+    pub on_decision: Option<DecisionListener>,
+}
+
+/// A function the driver calls with every changed decision ([`NodeOptions::on_decision`]).
+#[derive(Clone)]
+pub struct DecisionListener(Arc<ListenerFn>);
+
+/// The function inside a [`DecisionListener`].
+type ListenerFn = dyn Fn(&str, &Decision) + Send + Sync;
+
+impl DecisionListener {
+    /// Wraps `f`; it is called with the endpoint and its new decision.
+    pub fn new(f: impl Fn(&str, &Decision) + Send + Sync + 'static) -> Self {
+        DecisionListener(Arc::new(f))
+    }
+
+    /// Calls the function.
+    pub(crate) fn call(&self, endpoint: &str, decision: &Decision) {
+        (self.0)(endpoint, decision)
+    }
+}
+
+impl std::fmt::Debug for DecisionListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecisionListener(..)")
+    }
 }
 
 impl NodeOptions {
@@ -48,6 +79,7 @@ impl NodeOptions {
             node_id,
             limits: Limits::default(),
             confirm_config: false,
+            on_decision: None,
         }
     }
 }
@@ -192,6 +224,8 @@ pub(crate) struct Shared {
     pub(crate) policy: RwLock<(Policy, u8)>,
     /// The health snapshot was read in full ([`Event::SnapshotLoaded`]); never reset.
     pub(crate) snapshot_loaded: std::sync::atomic::AtomicBool,
+    /// [`NodeOptions::on_decision`].
+    pub(crate) on_decision: Option<DecisionListener>,
 }
 
 /// A running node: give it local health, read and subscribe to its decisions.
@@ -239,6 +273,7 @@ impl Handle {
                 options.config.state.quorum_min_percent,
             )),
             snapshot_loaded: std::sync::atomic::AtomicBool::new(false),
+            on_decision: options.on_decision.clone(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let driver_shared = shared.clone();
@@ -246,12 +281,13 @@ impl Handle {
         let thread = std::thread::Builder::new()
             .name(format!("gslb-state-{}", options.node_id))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("gslb-state-nats")
+                // One thread for the drive loop and the NATS connection's task: a message
+                // goes from the socket to the core, and a publish from the core to the socket,
+                // without a wake-up of another thread (see the README's propagation figures).
+                let built = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                {
+                    .build();
+                let runtime = match built {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(StartError::Runtime(e)));

@@ -55,7 +55,9 @@ pub mod security;
 
 pub use config_store::{ConfigStore, ConfigStoreError, ConfigVersion};
 pub use error::{ConnectError, ConnectSetupError, StartError, StoreError};
-pub use handle::{ConfigState, EVENT_BUFFER, Event, Handle, NodeOptions, Stopped};
+pub use handle::{
+    ConfigState, DecisionListener, EVENT_BUFFER, Event, Handle, NodeOptions, Stopped,
+};
 pub use metrics::Metrics;
 
 /// Creates what the nodes of `config`'s cluster use, when absent: the members and health

@@ -10,7 +10,10 @@
 //! 1. **Propagation.** Every node reports every endpoint, half of them healthy, under
 //!    `global-quorum` at 51 %: 5 of 10 is not enough, 6 of 10 is. One node of the unhealthy
 //!    half flips an endpoint, which changes the decision at every node; the time from
-//!    `set_health` to the `Decision` event at each other node is one sample. After each flip, a
+//!    `set_health` until the decision is in force at each other node is one sample (stamped by
+//!    a `NodeOptions::on_decision` listener, which the driver calls on its thread the moment
+//!    `Handle::decision` returns the new decision). The time until a subscriber task of the
+//!    benchmark receives the `Decision` event is printed beside it. After each flip, a
 //!    plain client publishes one message to as many plain subscribers (each its own connection)
 //!    and the publish-to-delivery time is measured the same way: the raw NATS figure of the
 //!    same run, under the same load.
@@ -45,7 +48,7 @@ use gslb_state_core::codec::{
 use gslb_state_core::compaction::encode_chunks;
 use gslb_state_core::{Bucket, Config, Names, Source};
 use gslb_state_nats::hops::{self, Hop};
-use gslb_state_nats::{Event, Handle, NodeOptions};
+use gslb_state_nats::{DecisionListener, Event, Handle, NodeOptions};
 use gslb_state_tests::measure::{cpu_ticks, percentile, proc_status_kb};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts};
 
@@ -109,8 +112,23 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
     let urls = cluster.urls();
     let names: Vec<String> = (0..endpoints).map(|i| format!("ep{i:05}")).collect();
     let config = config("prop", &urls, "5s")?;
+    // Our decisions, timestamped the moment they are in force at each node (the listener runs
+    // on the node's driver thread, where `Handle::decision` starts returning them).
+    let in_force: Arrivals = Arc::default();
     let nodes: Vec<Handle> = (0..n)
-        .map(|i| Handle::start(NodeOptions::new(config.clone(), &format!("n{i}"))))
+        .map(|i| {
+            let in_force = in_force.clone();
+            Handle::start(NodeOptions {
+                on_decision: Some(DecisionListener::new(move |endpoint, _| {
+                    let now = Instant::now();
+                    in_force
+                        .lock()
+                        .unwrap()
+                        .insert((i, endpoint.to_owned()), now);
+                })),
+                ..NodeOptions::new(config.clone(), &format!("n{i}"))
+            })
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     // Every node subscribed and its (empty) snapshot loaded before anyone reports: a report
@@ -190,7 +208,7 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
         t.elapsed().as_secs_f64()
     );
 
-    // Our decisions, timestamped as they arrive.
+    // Our decision events, timestamped as a subscriber task on this runtime receives them.
     let arrivals: Arrivals = Arc::default();
     for (i, node) in nodes.iter().enumerate() {
         let mut events = node.subscribe();
@@ -262,6 +280,7 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut ours = Vec::new();
+    let mut ours_events = Vec::new();
     let mut raw = Vec::new();
     let mut threaded = Vec::new();
     let mut state = vec![false; endpoints];
@@ -270,14 +289,16 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
         let e = k % endpoints;
         state[e] = !state[e];
         let key = names[e].clone();
-        arrivals
-            .lock()
-            .unwrap()
-            .retain(|(_, endpoint), _| *endpoint != key);
+        for map in [&arrivals, &in_force] {
+            map.lock()
+                .unwrap()
+                .retain(|(_, endpoint), _| *endpoint != key);
+        }
         let written = health_puts_ok(&nodes[flipper]);
         let sent = Instant::now();
         nodes[flipper].set_health(&key, Some(state[e]))?;
-        ours.extend(collect(&arrivals, n, Some(flipper), &key, sent).await?);
+        ours.extend(collect(&in_force, n, Some(flipper), &key, sent).await?);
+        ours_events.extend(collect(&arrivals, n, Some(flipper), &key, sent).await?);
         // Our durable write of the flip lands before the raw sample, not during it.
         let deadline = Instant::now() + Duration::from_secs(5);
         while health_puts_ok(&nodes[flipper]) <= written {
@@ -307,7 +328,8 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     println!("propagation, {n} nodes, {endpoints} endpoints, {flips} flips:");
-    let (ours_p50, ours_p99) = summary("  health change -> decision", ours);
+    let (ours_p50, ours_p99) = summary("  health change -> decision in force", ours);
+    summary("  health change -> Decision event received", ours_events);
     let (raw_p50, raw_p99) = summary("  raw NATS publish -> delivery", raw);
     let (_, threaded_p99) = summary("  raw NATS, a thread per subscriber", threaded);
     println!(

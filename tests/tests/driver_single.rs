@@ -345,3 +345,69 @@ fn the_handle_works_under_smol_and_from_a_plain_thread() {
     under_smol.join().expect("the smol node");
     drop(n2);
 }
+
+/// `NodeOptions::on_decision` is called for every `Event::Decision`, on the driver's thread,
+/// with the decision already in force (`Handle::decision` returns it) and before the event is
+/// sent; endpoints whose verdict and source did not change are not passed to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_decision_listener_sees_every_decision_event_in_force_and_before_it() {
+    use gslb_state_core::Decision;
+    use gslb_state_nats::{DecisionListener, Handle, NodeOptions};
+    use std::sync::{Arc, Mutex};
+
+    let server = NatsServer::single(ServerOpts::default()).unwrap();
+    let urls = vec![server.url()];
+    let heard: Arc<Mutex<Vec<(String, Decision, String)>>> = Arc::default();
+    let n1 = {
+        let heard = heard.clone();
+        Handle::start(NodeOptions {
+            on_decision: Some(DecisionListener::new(move |endpoint, decision| {
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                heard
+                    .lock()
+                    .unwrap()
+                    .push((endpoint.to_owned(), *decision, thread));
+            })),
+            ..NodeOptions::new(config(&urls, "global-any-healthy", ""), "n1")
+        })
+        .unwrap()
+    };
+    let mut events = n1.subscribe();
+    let n2 = start(&urls, "global-any-healthy", "n2");
+    wait_members_all(&[&n1, &n2], &["n1", "n2"], SOON).await;
+
+    // A local change, one from a peer, then the peer's withdrawal: each an event at n1.
+    n1.set_health("web", Some(false)).unwrap();
+    n2.set_health("api", Some(true)).unwrap();
+    wait_decision(&n1, "api", Some(true), Source::Global, SOON).await;
+    n2.set_health("api", None).unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(SOON, async {
+        while seen.len() < 3 {
+            if let Event::Decision { endpoint, decision } = events.recv().await.unwrap() {
+                // The listener ran before the event was sent: it has this one already.
+                let heard = heard.lock().unwrap();
+                let (e, d, _) = heard
+                    .get(seen.len())
+                    .unwrap_or_else(|| panic!("event {endpoint} before the listener: {heard:?}"));
+                assert_eq!((e, d), (&endpoint, &decision));
+                seen.push(endpoint);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("3 decision events; saw {seen:?}"));
+    assert_eq!(seen, ["web", "api", "api"]);
+    // In force when it was called: what the handle returns now is the last one passed.
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(n1.decision("api"), Some(heard[2].1));
+    assert_eq!(heard[1].1.healthy, Some(true));
+    assert_ne!(heard[2].1.source, Source::Global, "{heard:?}");
+    assert!(
+        heard.iter().all(|(_, _, t)| t == "gslb-state-n1"),
+        "called on the driver's thread: {heard:?}"
+    );
+    for node in [n1, n2] {
+        node.shutdown().await;
+    }
+}

@@ -21,6 +21,7 @@ impl Driver {
         // map for every changed decision (no allocation for an endpoint already in it: a
         // snapshot changes millions).
         let mut decided: Vec<(String, gslb_state_core::Decision)> = Vec::new();
+        let mut published = false;
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Publish {
@@ -40,6 +41,7 @@ impl Driver {
                         crate::hops::stamp(crate::hops::Hop::Published, self.node.node_id());
                     }
                     if ok {
+                        published = true;
                         Metrics::count(&self.metrics.published, kind);
                     } else {
                         // Peers see the gap in the next heartbeat and re-sync from the KV.
@@ -174,6 +176,11 @@ impl Driver {
                 }
             }
         }
+        // What was published leaves now: the connection's task (on this thread) writes it to
+        // the socket before the decisions below are handed out, not after.
+        if published {
+            tokio::task::yield_now().await;
+        }
         // Every decision whose verdict or counts changed, into the shared map (an endpoint not in
         // it was never decided: unknown), and its source into `gslbd_state_decisions`.
         if let Some((n, endpoint, decision)) = self.node.poll_updated_indexed()
@@ -191,6 +198,9 @@ impl Driver {
             crate::hops::stamp(crate::hops::Hop::Decided, self.node.node_id());
         }
         for (endpoint, decision) in decided {
+            if let Some(listener) = &self.shared.on_decision {
+                listener.call(&endpoint, &decision);
+            }
             let _ = self
                 .shared
                 .events
