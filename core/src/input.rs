@@ -94,6 +94,9 @@ pub enum Input {
         bucket: Bucket,
         /// The key written.
         key: String,
+        /// The `seq` of the write (`Output::KvPut`'s): a failure that comes back after a
+        /// newer write of the same key was handed out is told from that one's.
+        seq: u64,
     },
     /// Messages on our subscription were lost before they were read (a slow consumer). The
     /// core reads the members bucket at its next maintenance tick and re-syncs every member

@@ -279,6 +279,7 @@ fn a_writer_names_its_compaction_once_every_chunk_is_acked_and_alternates_slots(
         Input::KvPutFailed {
             bucket: Bucket::Health,
             key: chunks[1].0.clone(),
+            seq: chunks[1].1,
         },
     );
     // A late acknowledgement of the other chunk changes nothing.
@@ -333,7 +334,7 @@ fn a_writer_names_its_compaction_once_every_chunk_is_acked_and_alternates_slots(
         w.handle(at(10_100), local(&long_name(i), None));
     }
     kv.serve(&mut w, at(10_100), true);
-    let outs = ticks(&mut w, &mut kv, 12_000, 12_000, true);
+    let outs = ticks(&mut w, &mut kv, 12_000, 12_000, false);
     let chunks = chunk_puts(&outs);
     assert!(!chunks.is_empty());
     assert!(
@@ -341,6 +342,19 @@ fn a_writer_names_its_compaction_once_every_chunk_is_acked_and_alternates_slots(
             .iter()
             .all(|(key, seq, _, _, _)| key.starts_with("w._SNAP.0.") && *seq == 6)
     );
+    carry(&mut w, &mut kv, at(12_010), &outs, |o| !is_chunk(o));
+    // The failure of the previous compaction of this slot's write of the same key (generation
+    // 4) comes back late: it does not abandon this one.
+    w.handle(
+        at(12_020),
+        Input::KvPutFailed {
+            bucket: Bucket::Health,
+            key: chunks[0].0.clone(),
+            seq: 4,
+        },
+    );
+    carry(&mut w, &mut kv, at(12_030), &outs, is_chunk);
+    let outs = ticks(&mut w, &mut kv, 13_000, 13_000, true);
     assert_eq!(records(&outs).last().unwrap().unwrap().generation, 6);
 }
 
@@ -389,6 +403,7 @@ fn an_abandoned_compaction_is_retried_after_the_interval() {
         Input::KvPutFailed {
             bucket: Bucket::Health,
             key: chunks[0].0.clone(),
+            seq: chunks[0].1,
         },
     );
     let outs = ticks(&mut w, &mut kv, 2_000, 10_000, true);
@@ -1014,10 +1029,13 @@ fn history(interval_ms: u64, steps: &[Step]) -> (Kv, u64, BTreeMap<String, bool>
                     _ => false,
                 });
                 if let Some(i) = at_ {
-                    let Output::KvPut { bucket, key, .. } = out_queue.remove(i) else {
+                    let Output::KvPut {
+                        bucket, key, seq, ..
+                    } = out_queue.remove(i)
+                    else {
                         unreachable!()
                     };
-                    w.handle(at(t), Input::KvPutFailed { bucket, key });
+                    w.handle(at(t), Input::KvPutFailed { bucket, key, seq });
                 }
             }
         }

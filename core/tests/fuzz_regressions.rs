@@ -27,23 +27,25 @@ fn local(endpoint: &str, healthy: bool) -> Input {
 
 /// Fails every KV write of reports among `outs`; returns how many.
 fn fail_report_puts(n: &mut Node, outs: &[Output], ms: u64) -> usize {
-    let keys: Vec<String> = outs
+    let keys: Vec<(String, u64)> = outs
         .iter()
         .filter_map(|o| match o {
             Output::KvPut {
                 bucket: Bucket::Health,
                 key,
+                seq,
                 ..
-            } => Some(key.clone()),
+            } => Some((key.clone(), *seq)),
             _ => None,
         })
         .collect();
-    for key in &keys {
+    for (key, seq) in &keys {
         n.handle(
             at(ms),
             Input::KvPutFailed {
                 bucket: Bucket::Health,
                 key: key.clone(),
+                seq: *seq,
             },
         );
     }

@@ -440,14 +440,15 @@ fn failed_kv_writes_are_retried_and_republished() {
     drain(&mut me);
     me.handle(at(10), local("web", Some(true)));
     let outs = drain(&mut me);
-    let key = outs
+    let (key, seq) = outs
         .iter()
         .find_map(|o| match o {
             Output::KvPut {
                 bucket: Bucket::Health,
                 key,
+                seq,
                 ..
-            } => Some(key.clone()),
+            } => Some((key.clone(), *seq)),
             _ => None,
         })
         .expect("a KV write of the report");
@@ -456,6 +457,7 @@ fn failed_kv_writes_are_retried_and_republished() {
         Input::KvPutFailed {
             bucket: Bucket::Health,
             key: key.clone(),
+            seq,
         },
     );
     assert!(

@@ -380,7 +380,14 @@ impl Harness {
                 {
                     self.failed_puts.insert(endpoint);
                 }
-                self.feed(Input::KvPutFailed { bucket, key });
+                // The seq of the latest write of that key still unacknowledged.
+                let seq = self
+                    .unacked_puts
+                    .iter()
+                    .rev()
+                    .find(|(k, _, _)| *k == key)
+                    .map_or(0, |(_, seq, _)| *seq);
+                self.feed(Input::KvPutFailed { bucket, key, seq });
             }
             Op::AckPuts { reverse } => {
                 // Stored in the order handed out, each at the next revision; the

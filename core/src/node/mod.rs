@@ -378,7 +378,7 @@ impl Node {
                 seq,
                 revision,
             } => self.on_kv_put_ok(bucket, &key, seq, revision),
-            Input::KvPutFailed { bucket, key } => self.on_kv_put_failed(bucket, &key),
+            Input::KvPutFailed { bucket, key, seq } => self.on_kv_put_failed(bucket, &key, seq),
             Input::MessagesLost { count } => {
                 self.stats.messages_lost = self.stats.messages_lost.saturating_add(count);
                 self.anti_entropy_due = true;

@@ -310,7 +310,7 @@ impl Node {
         self.view.id_of(&endpoint)
     }
 
-    pub(super) fn on_kv_put_failed(&mut self, bucket: Bucket, key: &str) {
+    pub(super) fn on_kv_put_failed(&mut self, bucket: Bucket, key: &str, seq: u64) {
         // A failed membership record is rewritten with the next heartbeat anyway.
         if bucket != Bucket::Health || self.leaving != Leaving::No {
             return;
@@ -320,6 +320,9 @@ impl Node {
         } else if let Some((slot, _)) = self.own_chunk_of_key(key)
             && let Some(generation) = self.compaction.writing_generation()
             && generation % 2 == slot
+            // A chunk write's seq is its generation: the late failure of an earlier
+            // compaction's chunk in the same slot does not abandon this one.
+            && seq == generation
         {
             self.compaction.chunk_failed(generation);
             self.chunk_puts.clear();

@@ -332,6 +332,7 @@ impl Driver {
             Input::KvPutFailed {
                 bucket: done.bucket,
                 key: done.key,
+                seq: done.seq,
             }
         };
         self.node.handle(now, input);

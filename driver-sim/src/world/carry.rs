@@ -338,7 +338,7 @@ impl World<'_> {
                     });
                 } else {
                     self.outcome.chunk_writes_failed += u64::from(chunk);
-                    feedback.push(Input::KvPutFailed { bucket, key });
+                    feedback.push(Input::KvPutFailed { bucket, key, seq });
                 }
                 false
             }
