@@ -4,7 +4,7 @@
 //! cargo run --release -p gslb-state-tests --example propagation -- [FLIPS] [NODES] [ENDPOINTS] [SNAPSHOT_NODES] [SNAPSHOT_REPORTS]
 //! ```
 //!
-//! FLIPS = 0 skips the propagation part. Defaults: 300 flips, 10 nodes, 10,000 endpoints, and a snapshot of 20 nodes × 100,000
+//! FLIPS = 0 skips the propagation part; SNAPSHOT_NODES = 0 writes nothing and skips the snapshot ratios. Defaults: 300 flips, 10 nodes, 10,000 endpoints, and a snapshot of 20 nodes × 100,000
 //! reports. Two measurements:
 //!
 //! 1. **Propagation.** Every node reports every endpoint, half of them healthy, under
@@ -807,6 +807,10 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
     }
     daemon_rss(cluster, cluster_id, writers, reports).await?;
 
+    if writers * reports == 0 {
+        println!("snapshot: nothing written, no ratios");
+        return Ok(());
+    }
     // The floor: the same entries read by a bare ordered consumer, nothing done with them.
     let store = js.get_key_value(&health).await?;
     let t = Instant::now();
