@@ -97,6 +97,9 @@ pub(crate) struct Compaction {
     /// The snapshot our membership record names.
     current: Option<SnapshotRef>,
     next_generation: u64,
+    /// The most chunks a compaction of this life began writing to each slot: the chunk keys
+    /// that may exist, deleted when the node leaves.
+    written: [u32; 2],
 }
 
 impl Compaction {
@@ -110,7 +113,13 @@ impl Compaction {
             writing: None,
             current: None,
             next_generation: 1,
+            written: [0; 2],
         }
+    }
+
+    /// The most chunks a compaction of this life began writing to slot 0 and to slot 1.
+    pub(crate) fn written_chunks(&self) -> [u32; 2] {
+        self.written
     }
 
     /// The snapshot the membership record names.
@@ -171,6 +180,8 @@ impl Compaction {
         self.changes = 0;
         self.retry = false;
         self.last_started = now;
+        let slot = &mut self.written[(generation % 2) as usize];
+        *slot = (*slot).max(chunks);
         self.writing = Some(Writing {
             snapshot,
             acked: vec![false; chunks as usize],

@@ -1139,3 +1139,52 @@ fn a_chunk_gone_from_the_kv_leaves_its_member_to_be_resynced_from_its_keys() {
     let (b, _) = reader(&uncompacted(&kv, "w"), Order::ChunksFirst);
     assert_eq!(decisions(&r), decisions(&b));
 }
+
+#[test]
+fn a_node_that_leaves_deletes_the_chunks_of_both_slots_after_its_reports() {
+    const N: usize = 2_500;
+    let mut kv = Kv::default();
+    let (mut w, _) = started(config("w", Duration::from_secs(2)), &mut kv, 0);
+    for i in 0..N {
+        w.handle(at(100), local(&long_name(i), Some(true)));
+    }
+    kv.serve(&mut w, at(100), true);
+    // The first compaction (slot 1), then changes to half the reports and the second (slot 0).
+    assert_eq!(
+        chunk_puts(&ticks(&mut w, &mut kv, 1_000, 2_000, true)).len(),
+        2
+    );
+    for i in 0..N / 2 {
+        w.handle(at(2_100), local(&long_name(i), Some(false)));
+    }
+    kv.serve(&mut w, at(2_100), true);
+    let second = chunk_puts(&ticks(&mut w, &mut kv, 3_000, 5_000, true));
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|(key, ..)| key.starts_with("w._SNAP.0.")));
+    assert_eq!(kv.health.matching("w._SNAP.>", 0).len(), 4);
+
+    w.handle(at(6_000), Input::Leave);
+    let deletes: Vec<String> = drain(&mut w)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::KvDelete {
+                bucket: Bucket::Health,
+                key,
+            } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        N + 4,
+        "every report key, then every chunk key"
+    );
+    let (reports, chunks) = deletes.split_at(N);
+    assert!(reports.iter().all(|k| !k.contains("._SNAP.")));
+    let mut chunks = chunks.to_vec();
+    chunks.sort();
+    assert_eq!(
+        chunks,
+        ["w._SNAP.0.0", "w._SNAP.0.1", "w._SNAP.1.0", "w._SNAP.1.1"]
+    );
+}

@@ -164,6 +164,8 @@ pub struct Node {
     compaction: Compaction,
     /// The chunk writes of the compaction in flight, handed out with the report writes.
     chunk_puts: VecDeque<Output>,
+    /// Chunk keys to delete after leaving (after the report keys).
+    chunk_deletes: Vec<String>,
     /// Whether members' records and reports are in their own region's buckets.
     region_buckets: bool,
     /// The start-up snapshot's report reads (its second part).
@@ -230,6 +232,7 @@ impl Node {
             leaving: Leaving::No,
             compaction: Compaction::new(now.mono),
             chunk_puts: VecDeque::new(),
+            chunk_deletes: Vec::new(),
             region_buckets: config.region_buckets,
             snapshot_reads: snapshot_read::SnapshotReads::default(),
         })

@@ -392,6 +392,12 @@ impl Node {
             self.heartbeat_due = false;
             self.own.leave();
             self.chunk_puts.clear();
+            // Our compacted snapshots go with our reports: every chunk key this life wrote.
+            let written = self.compaction.written_chunks();
+            self.chunk_deletes = (0..2u64)
+                .flat_map(|slot| (0..written[slot as usize]).map(move |i| (slot, i)))
+                .map(|(slot, i)| self.names.chunk_key(&self.node_id, slot, i))
+                .collect();
         }
     }
 
@@ -419,12 +425,15 @@ impl Node {
         });
     }
 
-    /// The next key of ours to delete after leaving.
+    /// The next key of ours to delete after leaving: the report keys, then the chunk keys.
     pub(super) fn poll_delete(&mut self) -> Option<Output> {
-        let id = self.own.to_delete.pop()?;
+        let key = match self.own.to_delete.pop() {
+            Some(id) => self.names.report_key(&self.node_id, self.view.name(id)),
+            None => self.chunk_deletes.pop()?,
+        };
         Some(Output::KvDelete {
             bucket: Bucket::Health,
-            key: self.names.report_key(&self.node_id, self.view.name(id)),
+            key,
         })
     }
 }

@@ -201,11 +201,17 @@ impl Harness {
             }
             Output::KvDelete { bucket, key } => {
                 assert_eq!(bucket, Bucket::Health, "deleted from the members bucket");
-                let (node, _) = self
-                    .names
-                    .parse_report_key(&key)
-                    .unwrap_or_else(|e| panic!("deleted a bad key {key:?}: {e}"));
-                assert_eq!(node, OWN_ID, "deleted another node's report");
+                // A report key, or (after leaving) a chunk key of ours.
+                let node = match self.names.parse_chunk_key(&key) {
+                    Ok((node, _, _)) => node,
+                    Err(_) => {
+                        self.names
+                            .parse_report_key(&key)
+                            .unwrap_or_else(|e| panic!("deleted a bad key {key:?}: {e}"))
+                            .0
+                    }
+                };
+                assert_eq!(node, OWN_ID, "deleted another node's key {key:?}");
                 // Carried out at once: a delete is a write at the next revision.
                 self.revision += 1;
                 self.kv.remove(&key);
