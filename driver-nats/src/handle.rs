@@ -1,5 +1,6 @@
 //! [`Handle`]: what an embedding daemon holds. The driver runs on its own thread with its own
-//! current-thread tokio runtime (the drive loop and the NATS connection's task share it); the
+//! current-thread tokio runtime (the drive loop and the NATS connection's task share it;
+//! [`Handle::start`]), or as a task of the embedder's tokio runtime ([`Handle::spawn`]); the
 //! handle talks to it through runtime-neutral channels, so the caller may use tokio, smol, or
 //! no async runtime at all.
 
@@ -35,7 +36,7 @@ pub struct NodeOptions {
     /// ([`Event::ConfigApply`]). When false (the default), a valid version is in force as soon
     /// as its `state.*` is.
     pub confirm_config: bool,
-    /// Called on the driver's thread for every [`Event::Decision`], the moment the decision is
+    /// Called by the driver (on its thread, or its task's) for every [`Event::Decision`], the moment the decision is
     /// in force ([`Handle::decision`] returns it) and before the event is sent: an embedder
     /// that keeps its own answer table updates it here without a thread hop. It must return
     /// quickly (the driver waits for it).
@@ -230,29 +231,35 @@ pub(crate) struct Shared {
 
 /// A running node: give it local health, read and subscribe to its decisions.
 ///
-/// Dropping the handle shuts the driver down and waits for its thread (see [`Handle::shutdown`]
-/// to wait for the drain without dropping).
+/// Dropping the handle shuts the driver down and waits for its thread (started with
+/// [`Handle::start`]; a spawned driver drains on its runtime unwaited). See
+/// [`Handle::shutdown`] to wait for the drain without dropping.
 pub struct Handle {
     node_id: String,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    runner: Runner,
 }
 
-impl Handle {
-    /// Validates `options` and starts the driver on its own thread. Returns at once: decisions
-    /// are local until NATS is reached, which happens in the background.
-    pub fn start(options: NodeOptions) -> Result<Handle, StartError> {
-        Handle::start_with_events(options).map(|(handle, _)| handle)
-    }
+/// Where the driver runs.
+enum Runner {
+    /// Its own thread ([`Handle::start`]), joined on drop.
+    Thread(Option<JoinHandle<()>>),
+    /// A task of the embedder's runtime ([`Handle::spawn`]).
+    Task,
+}
 
-    /// [`Handle::start`], with a subscription to the events that exists before the driver
-    /// starts, so none is missed: a [`Handle::subscribe`] after `start` returns can miss what
-    /// the driver does at once (connecting, and the config snapshot's [`Event::ConfigApply`]
-    /// on a busy machine).
-    pub fn start_with_events(
-        options: NodeOptions,
-    ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
+/// What [`Handle::start_with_events`] and [`Handle::spawn`] share: the handle's side and the
+/// driver, not yet running.
+struct Start {
+    node_id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    driver: crate::driver::Start,
+}
+
+impl Start {
+    fn new(options: NodeOptions) -> (Start, broadcast::Receiver<Event>) {
         let node_config = NodeConfig {
             limits: options.limits.clone(),
             confirm_apply: options.confirm_config,
@@ -275,11 +282,63 @@ impl Handle {
             snapshot_loaded: std::sync::atomic::AtomicBool::new(false),
             on_decision: options.on_decision.clone(),
         });
+        let driver = crate::driver::Start {
+            config: options.config,
+            node_config,
+            commands: command_rx,
+            shared: shared.clone(),
+        };
+        let start = Start {
+            node_id: options.node_id,
+            commands,
+            shared,
+            driver,
+        };
+        (start, first_subscriber)
+    }
+}
+
+/// Tells the starter whether the driver started (once).
+pub(crate) struct Ready(Box<dyn FnOnce(Result<(), StartError>) + Send>);
+
+impl Ready {
+    fn new(f: impl FnOnce(Result<(), StartError>) + Send + 'static) -> Self {
+        Ready(Box::new(f))
+    }
+
+    /// Reports the start's result.
+    pub(crate) fn send(self, result: Result<(), StartError>) {
+        (self.0)(result)
+    }
+}
+
+impl Handle {
+    /// Validates `options` and starts the driver on its own thread. Returns at once: decisions
+    /// are local until NATS is reached, which happens in the background.
+    pub fn start(options: NodeOptions) -> Result<Handle, StartError> {
+        Handle::start_with_events(options).map(|(handle, _)| handle)
+    }
+
+    /// [`Handle::start`], with a subscription to the events that exists before the driver
+    /// starts, so none is missed: a [`Handle::subscribe`] after `start` returns can miss what
+    /// the driver does at once (connecting, and the config snapshot's [`Event::ConfigApply`]
+    /// on a busy machine).
+    pub fn start_with_events(
+        options: NodeOptions,
+    ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
+        let (start, first_subscriber) = Start::new(options);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let driver_shared = shared.clone();
-        let config = options.config.clone();
+        let ready = Ready::new(move |result| {
+            let _ = ready_tx.send(result);
+        });
+        let Start {
+            node_id,
+            commands,
+            shared,
+            driver,
+        } = start;
         let thread = std::thread::Builder::new()
-            .name(format!("gslb-state-{}", options.node_id))
+            .name(format!("gslb-state-{node_id}"))
             .spawn(move || {
                 // One thread for the drive loop and the NATS connection's task: a message
                 // goes from the socket to the core, and a publish from the core to the socket,
@@ -287,29 +346,19 @@ impl Handle {
                 let built = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
-                let runtime = match built {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(crate::driver::run(
-                    config,
-                    node_config,
-                    command_rx,
-                    driver_shared,
-                    ready_tx,
-                ));
+                match built {
+                    Ok(runtime) => runtime.block_on(driver.run(ready)),
+                    Err(e) => ready.send(Err(StartError::Runtime(e))),
+                }
             })
             .map_err(StartError::Runtime)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((
                 Handle {
-                    node_id: options.node_id,
+                    node_id,
                     commands,
                     shared,
-                    thread: Some(thread),
+                    runner: Runner::Thread(Some(thread)),
                 },
                 first_subscriber,
             )),
@@ -323,6 +372,47 @@ impl Handle {
                     "the driver thread ended during start-up",
                 )))
             }
+        }
+    }
+
+    /// [`Handle::start_with_events`], but the driver is a task of the calling tokio runtime
+    /// instead of a thread and runtime of its own: for an embedder that already runs tokio
+    /// and runs many nodes, or wants no extra thread. Its NATS connection's tasks run on the
+    /// same runtime. Dropping the handle asks the driver to leave and stop without waiting
+    /// for it (the runtime must keep running for the drain; [`Handle::shutdown`] waits).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn spawn(
+        options: NodeOptions,
+    ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
+        let (start, first_subscriber) = Start::new(options);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let ready = Ready::new(move |result| {
+            let _ = ready_tx.send(result);
+        });
+        let Start {
+            node_id,
+            commands,
+            shared,
+            driver,
+        } = start;
+        tokio::spawn(driver.run(ready));
+        match ready_rx.await {
+            Ok(Ok(())) => Ok((
+                Handle {
+                    node_id,
+                    commands,
+                    shared,
+                    runner: Runner::Task,
+                },
+                first_subscriber,
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StartError::Runtime(std::io::Error::other(
+                "the driver task ended during start-up",
+            ))),
         }
     }
 
@@ -509,10 +599,17 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let (done, _rx) = oneshot::channel();
-            let _ = self.commands.send(Command::Shutdown { done, leave: true });
-            let _ = thread.join();
+        let (done, _rx) = oneshot::channel();
+        match &mut self.runner {
+            Runner::Thread(thread) => {
+                if let Some(thread) = thread.take() {
+                    let _ = self.commands.send(Command::Shutdown { done, leave: true });
+                    let _ = thread.join();
+                }
+            }
+            Runner::Task => {
+                let _ = self.commands.send(Command::Shutdown { done, leave: true });
+            }
         }
     }
 }

@@ -118,22 +118,29 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
     // Our decisions, timestamped the moment they are in force at each node (the listener runs
     // on the node's driver thread, where `Handle::decision` starts returning them).
     let in_force: Arrivals = Arc::default();
-    let nodes: Vec<Handle> = (0..n)
-        .map(|i| {
-            let in_force = in_force.clone();
-            Handle::start(NodeOptions {
-                on_decision: Some(DecisionListener::new(move |endpoint, _| {
-                    let now = Instant::now();
-                    in_force
-                        .lock()
-                        .unwrap()
-                        .insert((i, endpoint.to_owned()), now);
-                })),
-                ..NodeOptions::new(config.clone(), &format!("n{i}"))
-            })
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    // GSLB_BENCH_LAYOUT=runtime: every node a task of this benchmark's runtime
+    // (`Handle::spawn`), as the raw subscribers below share it; else each on its own thread.
+    let spawned = std::env::var("GSLB_BENCH_LAYOUT").is_ok_and(|l| l == "runtime");
+    let mut nodes: Vec<Handle> = Vec::with_capacity(n);
+    for i in 0..n {
+        let in_force = in_force.clone();
+        let options = NodeOptions {
+            on_decision: Some(DecisionListener::new(move |endpoint, _| {
+                let now = Instant::now();
+                in_force
+                    .lock()
+                    .unwrap()
+                    .insert((i, endpoint.to_owned()), now);
+            })),
+            ..NodeOptions::new(config.clone(), &format!("n{i}"))
+        };
+        let node = if spawned {
+            Handle::spawn(options).await.map(|(node, _)| node)
+        } else {
+            Handle::start(options)
+        };
+        nodes.push(node.map_err(|e| e.to_string())?);
+    }
     // Every node subscribed and its (empty) snapshot loaded before anyone reports: a report
     // published before a peer subscribes reaches it only through the KV, and see the README
     // (GSLB_BENCH_NO_WAIT=1 skips this wait and shows the re-sync race it avoids).
@@ -341,7 +348,12 @@ async fn propagation(cluster: &NatsCluster, flips: usize, n: usize, endpoints: u
         threaded.extend(collect(&threaded_arrivals, n - 1, None, &key, sent).await?);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    println!("propagation, {n} nodes, {endpoints} endpoints, {flips} flips:");
+    let layout = if spawned {
+        "nodes on the benchmark's runtime"
+    } else {
+        "a thread per node"
+    };
+    println!("propagation, {n} nodes, {endpoints} endpoints, {flips} flips, {layout}:");
     let (ours_p50, ours_p99) = summary("  health change -> decision in force", ours);
     summary("  health change -> Decision event received", ours_events);
     let (raw_p50, raw_p99) = summary("  raw NATS publish -> delivery", raw);

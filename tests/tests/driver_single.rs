@@ -411,3 +411,64 @@ async fn the_decision_listener_sees_every_decision_event_in_force_and_before_it(
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_spawned_on_the_callers_runtime_share_state_and_leave_when_dropped() {
+    use gslb_state_nats::{DecisionListener, Handle, NodeOptions};
+    use std::sync::{Arc, Mutex};
+
+    let server = NatsServer::single(ServerOpts::default()).unwrap();
+    let urls = vec![server.url()];
+    let threads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = {
+        let threads = threads.clone();
+        DecisionListener::new(move |_, _| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            threads.lock().unwrap().push(name);
+        })
+    };
+    let (n1, mut events) = Handle::spawn(NodeOptions {
+        on_decision: Some(listener),
+        ..NodeOptions::new(config(&urls, "global-any-healthy", ""), "n1")
+    })
+    .await
+    .unwrap();
+    let (n2, _) = Handle::spawn(NodeOptions::new(
+        config(&urls, "global-any-healthy", ""),
+        "n2",
+    ))
+    .await
+    .unwrap();
+    // A node on its own thread joins them: both kinds interoperate.
+    let n3 = start(&urls, "global-any-healthy", "n3");
+    wait_members_all(&[&n1, &n2, &n3], &["n1", "n2", "n3"], SOON).await;
+
+    n2.set_health("api", Some(true)).unwrap();
+    wait_decision(&n1, "api", Some(true), Source::Global, SOON).await;
+    wait_decision(&n3, "api", Some(true), Source::Global, SOON).await;
+    let threads = threads.lock().unwrap().clone();
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|t| !t.starts_with("gslb-state-")),
+        "the listener runs on the caller's runtime, not a driver thread: {threads:?}"
+    );
+
+    // Dropping a spawned handle returns at once and the node still leaves gracefully.
+    drop(n2);
+    tokio::time::timeout(SOON, async {
+        loop {
+            if let Ok(Event::MemberDown { node, reason }) = events.recv().await {
+                if node == "n2" {
+                    assert_eq!(reason, DownReason::Left);
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("n1 sees n2 leave");
+    wait_decision(&n1, "api", None, Source::Unknown, SOON).await;
+    for node in [n1, n3] {
+        node.shutdown().await;
+    }
+}

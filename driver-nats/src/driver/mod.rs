@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::config_sync::ConfigUpdate;
 use crate::error::StartError;
-use crate::handle::{Command, Shared};
+use crate::handle::{Command, Ready, Shared};
 use crate::kv::{self, ReadEntry, Stores, WriteDone, WriteOp};
 use crate::metrics::Metrics;
 
@@ -81,20 +81,42 @@ struct Driver {
     denials: crate::security::DenialLog,
 }
 
-/// Runs the driver until a shutdown command (or the handle is dropped). Reports on `ready`
-/// whether it started.
-pub(crate) async fn run(
+/// A driver not yet running: what [`Start::run`] takes.
+pub(crate) struct Start {
+    pub(crate) config: Config,
+    pub(crate) node_config: NodeConfig,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Start {
+    /// Runs the driver until a shutdown command (or the handle is dropped). Reports on
+    /// `ready` whether it started.
+    pub(crate) async fn run(self, ready: Ready) {
+        run(
+            self.config,
+            self.node_config,
+            self.commands,
+            self.shared,
+            ready,
+        )
+        .await
+    }
+}
+
+/// [`Start::run`].
+async fn run(
     config: Config,
     node_config: NodeConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
     shared: Arc<Shared>,
-    ready: std::sync::mpsc::Sender<Result<(), StartError>>,
+    ready: Ready,
 ) {
     let clock = shared.clock;
     let node = match Node::new(node_config, clock.now()) {
         Ok(node) => node,
         Err(e) => {
-            let _ = ready.send(Err(StartError::Config(e)));
+            ready.send(Err(StartError::Config(e)));
             return;
         }
     };
@@ -110,21 +132,21 @@ pub(crate) async fn run(
     {
         Ok(o) => o,
         Err(e) => {
-            let _ = ready.send(Err(StartError::Credentials(e)));
+            ready.send(Err(StartError::Credentials(e)));
             return;
         }
     };
     let client = match options.connect(config.nats.servers.clone()).await {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(StartError::Connect(e)));
+            ready.send(Err(StartError::Connect(e)));
             return;
         }
     };
     let mut subscription = match client.subscribe(node.names().subscription()).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = ready.send(Err(StartError::Subscribe(e)));
+            ready.send(Err(StartError::Subscribe(e)));
             return;
         }
     };
@@ -167,7 +189,7 @@ pub(crate) async fn run(
         denials: Default::default(),
         config,
     };
-    let _ = ready.send(Ok(()));
+    ready.send(Ok(()));
 
     let mut tls_check = tokio::time::interval(connection::TLS_CHECK_INTERVAL);
     tls_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
