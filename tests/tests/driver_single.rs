@@ -457,11 +457,11 @@ async fn nodes_spawned_on_the_callers_runtime_share_state_and_leave_when_dropped
     drop(n2);
     tokio::time::timeout(SOON, async {
         loop {
-            if let Ok(Event::MemberDown { node, reason }) = events.recv().await {
-                if node == "n2" {
-                    assert_eq!(reason, DownReason::Left);
-                    break;
-                }
+            if let Ok(Event::MemberDown { node, reason }) = events.recv().await
+                && node == "n2"
+            {
+                assert_eq!(reason, DownReason::Left);
+                break;
             }
         }
     })
