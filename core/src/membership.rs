@@ -496,6 +496,15 @@ impl Members {
         was_active
     }
 
+    /// Makes room for `more` reports of member `idx` beyond those it holds (bounded by the
+    /// per-member limit), when that many are known to be on the way.
+    pub(crate) fn reserve_reports(&mut self, idx: MemberIdx, more: usize) {
+        let max_reports = self.max_reports_per_member;
+        let m = self.slots[idx as usize].as_mut().expect("live member");
+        let more = more.min(max_reports.saturating_sub(m.reports.len()));
+        m.reports.reserve(more);
+    }
+
     /// Stores a report of `idx` if it is newer than the one held, updating counters when the
     /// member is active.
     pub(crate) fn apply_report(

@@ -111,7 +111,8 @@ pub enum Event {
         reason: DownReason,
     },
     /// The health snapshot was read from the KV at start-up (logged as `health snapshot
-    /// loaded`): the members and reports stored there are in the view.
+    /// loaded`): the members and reports stored there are in the view, and the decisions
+    /// they make are in force (sent after their [`Event::Decision`]s).
     SnapshotLoaded {
         /// Active members, this node included.
         active_members: usize,
@@ -552,13 +553,14 @@ impl Handle {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether the health snapshot has been read from the KV in full ([`Event::SnapshotLoaded`],
-    /// logged as `health snapshot loaded`). Until then the node decides on what it has heard
-    /// live only, and writes nothing of its own to the KV; once true it stays true.
+    /// Whether the health snapshot has been read from the KV in full and its decisions are in
+    /// force ([`Handle::decision`] returns them; [`Event::SnapshotLoaded`], logged as `health
+    /// snapshot loaded`). Until then the node decides on what it has heard live only, and
+    /// writes nothing of its own to the KV; once true it stays true.
     pub fn snapshot_loaded(&self) -> bool {
         self.shared
             .snapshot_loaded
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why the latest attempt to connect failed, in full (for example
@@ -628,6 +630,15 @@ impl DecisionTable {
     pub(crate) fn get(&self, endpoint: &str) -> Option<Decision> {
         let n = *self.numbers.get(endpoint)?;
         self.decisions.get(n).copied().flatten()
+    }
+
+    /// Makes room for endpoint numbers below `endpoints` in one step (a snapshot's burst of new
+    /// endpoints would otherwise grow the map and the vector by doubling).
+    pub(crate) fn reserve(&mut self, endpoints: usize) {
+        self.numbers
+            .reserve(endpoints.saturating_sub(self.numbers.len()));
+        self.decisions
+            .reserve(endpoints.saturating_sub(self.decisions.len()));
     }
 
     /// Sets endpoint number `n` (named `endpoint`) to `decision`; returns the one it replaces.

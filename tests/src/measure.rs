@@ -27,7 +27,30 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 
 /// utime + stime of process `pid`, in clock ticks (0 when it is gone).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    cpu_ticks_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime, in clock ticks, of this process's threads whose name (as the kernel keeps
+/// it: at most 15 bytes) starts with `name`.
+pub fn thread_cpu_ticks(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let name = &name[..name.len().min(15)];
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(name))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| cpu_ticks_of(&format!("/proc/self/task/{tid}/stat")))
+        .sum()
+}
+
+/// utime + stime from the `stat` file at `path` (0 when it cannot be read).
+fn cpu_ticks_of(path: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0;
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {
@@ -42,26 +65,4 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     };
     // After the command: state (3) ... utime (14), stime (15).
     field(11) + field(12)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let ms = |v: u64| Duration::from_millis(v);
-        let samples: Vec<Duration> = (1..=100).map(ms).collect();
-        assert_eq!(percentile(&samples, 0.50), ms(51));
-        assert_eq!(percentile(&samples, 0.99), ms(99));
-        assert_eq!(percentile(&samples, 1.0), ms(100));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-    }
-
-    #[test]
-    fn our_own_resident_memory_is_read() {
-        let kb = proc_status_kb(std::process::id(), "VmRSS:").expect("VmRSS of this process");
-        assert!(kb > 0);
-        assert_eq!(proc_status_kb(std::process::id(), "NoSuchField:"), None);
-    }
 }

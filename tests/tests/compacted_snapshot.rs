@@ -152,6 +152,11 @@ async fn a_new_node_loads_the_chunks_and_the_keys_written_since_and_reads_around
     })
     .await
     .unwrap();
+    // Loaded means the snapshot's decisions are in force: none from before it is read.
+    let wrong_at_load = (0..ENDPOINTS)
+        .filter(|&i| r.decision(&endpoint(i)).and_then(|d| d.healthy) != Some(want(i)))
+        .count();
+    assert_eq!(wrong_at_load, 0, "decisions not in force when loaded");
     let stats = r.stats().await.unwrap();
     assert_eq!(
         stats.received(MessageKind::Chunk),

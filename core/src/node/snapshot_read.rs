@@ -138,7 +138,9 @@ impl Node {
             self.stats.drop(DropReason::Duplicate);
             return;
         };
-        // Only a chunk of the snapshot the member's record names, and each once.
+        // Only a chunk of the snapshot the member's record names, and each once. `ahead`: its
+        // chunks still to come, the last (the short one) not counted.
+        let mut ahead = 0;
         let wanted = self.snapshot_reads.chunks.get_mut(&idx).is_some_and(|w| {
             let fresh = w.incarnation == chunk.incarnation
                 && w.generation == chunk.generation
@@ -149,6 +151,8 @@ impl Node {
             if fresh {
                 w.seen[index as usize] = true;
                 w.left -= 1;
+                let last = w.seen.len() - 1;
+                ahead = w.seen[..last].iter().filter(|seen| !**seen).count();
             }
             fresh
         });
@@ -174,6 +178,10 @@ impl Node {
             }
         };
         self.stats.count_received(MessageKind::Chunk);
+        // Room for this chunk and the full ones still to come, in one step: growing by
+        // doubling would copy the map at each step and touch twice the memory.
+        let expected = items.len().saturating_mul(ahead + 1);
+        self.members.reserve_reports(idx, expected);
         for item in &items {
             self.members.get_mut(idx).sync.read_report(item.seq);
             self.apply_report(idx, item.endpoint, item.seq, item.state);

@@ -71,6 +71,9 @@ struct Driver {
     setup_started: bool,
     /// `health snapshot loaded` was logged.
     snapshot_logged: bool,
+    /// Changed decisions of one [`Driver::carry_out`], handed out at its end (kept between
+    /// calls so that a burst, a snapshot's 100,000 endpoints, does not grow a new one).
+    decided: Vec<(String, gslb_state_core::Decision)>,
     /// Config version loaded at start-up (later ones are logged as config events).
     snapshot_config_version: Option<u64>,
     /// The policy last published to the handle.
@@ -184,6 +187,7 @@ async fn run(
         config_tx,
         setup_started: false,
         snapshot_logged: false,
+        decided: Vec::new(),
         snapshot_config_version: None,
         tls_stamp: connection::TlsStamp::of(&config),
         denials: Default::default(),
@@ -380,25 +384,33 @@ impl Driver {
             }
             ReadEvent::Done { read, complete } => {
                 self.node.handle(now, Input::KvReadDone { read, complete });
-                if self.node.snapshot_loaded() && !self.snapshot_logged {
-                    self.snapshot_logged = true;
-                    self.shared
-                        .snapshot_loaded
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(
-                        node = self.node.node_id(),
-                        members = self.node.active_members(),
-                        endpoints = self.node.endpoint_count(),
-                        "health snapshot loaded"
-                    );
-                    let _ = self.shared.events.send(crate::Event::SnapshotLoaded {
-                        active_members: self.node.active_members(),
-                        endpoints: self.node.endpoint_count(),
-                    });
-                }
                 0
             }
         }
+    }
+
+    /// Once the core has loaded the health snapshot and its decisions are in the handle's
+    /// table (called at the end of [`Driver::carry_out`]): marks the handle loaded, logs it
+    /// and sends [`crate::Event::SnapshotLoaded`], once. An embedder that waits for it reads
+    /// the snapshot's decisions, not the ones before it.
+    fn announce_snapshot_loaded(&mut self) {
+        if self.snapshot_logged || !self.node.snapshot_loaded() {
+            return;
+        }
+        self.snapshot_logged = true;
+        self.shared
+            .snapshot_loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(
+            node = self.node.node_id(),
+            members = self.node.active_members(),
+            endpoints = self.node.endpoint_count(),
+            "health snapshot loaded"
+        );
+        let _ = self.shared.events.send(crate::Event::SnapshotLoaded {
+            active_members: self.node.active_members(),
+            endpoints: self.node.endpoint_count(),
+        });
     }
 
     /// A config version from config sync, to the core.

@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 
 /// A publish that cannot be queued within this is counted as failed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(200);
+/// Capacity of the changed-decision buffer kept between passes.
+const DECIDED_KEPT: usize = 4096;
 
 impl Driver {
     /// Carries out every output of the core.
@@ -20,7 +22,7 @@ impl Driver {
         // Decision events are handed out together at the end, after one lock of the shared
         // map for every changed decision (no allocation for an endpoint already in it: a
         // snapshot changes millions).
-        let mut decided: Vec<(String, gslb_state_core::Decision)> = Vec::new();
+        let mut decided = std::mem::take(&mut self.decided);
         let mut published = false;
         while let Some(out) = self.node.poll_output() {
             match out {
@@ -183,9 +185,11 @@ impl Driver {
         }
         // Every decision whose verdict or counts changed, into the shared map (an endpoint not in
         // it was never decided: unknown), and its source into `gslbd_state_decisions`.
+        let endpoints = self.node.endpoint_count();
         if let Some((n, endpoint, decision)) = self.node.poll_updated_indexed()
             && let Ok(mut table) = self.shared.decisions.write()
         {
+            table.reserve(endpoints);
             let mut next = Some((n, endpoint, decision));
             while let Some((n, endpoint, decision)) = next {
                 let old = table.set(n, endpoint, decision);
@@ -197,7 +201,7 @@ impl Driver {
         if !decided.is_empty() {
             crate::hops::stamp(crate::hops::Hop::Decided, self.node.node_id());
         }
-        for (endpoint, decision) in decided {
+        for (endpoint, decision) in decided.drain(..) {
             if let Some(listener) = &self.shared.on_decision {
                 listener.call(&endpoint, &decision);
             }
@@ -206,6 +210,9 @@ impl Driver {
                 .events
                 .send(Event::Decision { endpoint, decision });
         }
+        // Room for the next burst, but not a snapshot's worth kept for ever.
+        decided.shrink_to(DECIDED_KEPT);
+        self.decided = decided;
         // The policy in force (config sync may change it, a rollback restore it).
         let policy = self.node.policy();
         if policy != self.policy {
@@ -221,5 +228,6 @@ impl Driver {
             .endpoints
             .set(self.node.endpoint_count() as i64);
         self.metrics.sync_decisions(self.node.endpoint_count());
+        self.announce_snapshot_loaded();
     }
 }
