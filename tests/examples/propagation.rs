@@ -52,7 +52,9 @@ use gslb_state_core::compaction::encode_chunks;
 use gslb_state_core::{Bucket, Config, Names, Source};
 use gslb_state_nats::hops::{self, Hop};
 use gslb_state_nats::{DecisionListener, Event, Handle, NodeOptions};
-use gslb_state_tests::measure::{cpu_ticks, percentile, proc_status_kb, thread_cpu_ticks};
+use gslb_state_tests::measure::{
+    cpu_ticks, percentile, proc_status_kb, this_thread_stat, threads_stat,
+};
 use gslb_state_tests::{DEFAULT_DOMAIN, NatsCluster, ServerOpts};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -542,6 +544,7 @@ fn core_alone(
             gslb_state_core::WallTime::from_unix_ms(unix_ms()),
         ),
     )?;
+    let faults = this_thread_stat().minor_faults;
     let t = Instant::now();
     let now = gslb_state_core::Now::new(
         gslb_state_core::Instant::from_nanos(1),
@@ -618,10 +621,11 @@ fn core_alone(
         .into());
     }
     println!(
-        "core alone: {} active members' records and {} chunks ({total} reports) handed in, outputs and changed decisions drained, in {:.3} s",
+        "core alone: {} active members' records and {} chunks ({total} reports) handed in, outputs and changed decisions drained, in {:.3} s ({} page faults)",
         member_values.len(),
         chunk_values.len(),
-        core_alone.as_secs_f64()
+        core_alone.as_secs_f64(),
+        this_thread_stat().minor_faults - faults
     );
     Ok(core_alone)
 }
@@ -839,14 +843,16 @@ async fn snapshot(cluster: &NatsCluster, writers: usize, reports: usize) -> Res<
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let took = start.elapsed();
-        // The driver thread's CPU time: how much of the load was our thread's work rather
-        // than waiting on the servers (clock ticks, usually 10 ms).
-        let driver_cpu = thread_cpu_ticks(&format!("gslb-state-reader{round}")) as f64 / 100.0;
+        // The driver thread's CPU time (how much of the load was our thread's work rather
+        // than waiting on the servers; clock ticks, usually 10 ms) and page faults.
+        let driver = threads_stat(&format!("gslb-state-reader{round}"));
+        let driver_cpu = (driver.utime + driver.stime) as f64 / 100.0;
+        let driver_faults = driver.minor_faults;
         let active = node.members().await?.iter().filter(|m| m.active).count();
         let known = node.decisions().await?.len();
         let applied = node.stats().await?.reports_applied;
         println!(
-            "snapshot load: {writers} nodes x {reports} reports in {:.3} s from start ({:.3} s after connecting; driver thread CPU {driver_cpu:.2} s); \
+            "snapshot load: {writers} nodes x {reports} reports in {:.3} s from start ({:.3} s after connecting; driver thread CPU {driver_cpu:.2} s, {driver_faults} page faults); \
          {active} active members, {known} endpoints, {applied} reports applied (target <= 2 s)",
             took.as_secs_f64(),
             (took - connected.unwrap_or_default()).as_secs_f64()

@@ -27,14 +27,26 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 
 /// utime + stime of process `pid`, in clock ticks (0 when it is gone).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    cpu_ticks_of(&format!("/proc/{pid}/stat"))
+    let f = stat_fields(&format!("/proc/{pid}/stat"));
+    f.utime + f.stime
 }
 
-/// utime + stime, in clock ticks, of this process's threads whose name (as the kernel keeps
-/// it: at most 15 bytes) starts with `name`.
-pub fn thread_cpu_ticks(name: &str) -> u64 {
+/// CPU time and page faults of a process or thread, from its `stat` file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TaskStat {
+    /// Minor page faults (fresh memory touched, among others).
+    pub minor_faults: u64,
+    /// User time, clock ticks.
+    pub utime: u64,
+    /// System time, clock ticks.
+    pub stime: u64,
+}
+
+/// Sum of [`TaskStat`]s of this process's threads whose name (as the kernel keeps it: at
+/// most 15 bytes) starts with `name`.
+pub fn threads_stat(name: &str) -> TaskStat {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return TaskStat::default();
     };
     let name = &name[..name.len().min(15)];
     tasks
@@ -43,18 +55,26 @@ pub fn thread_cpu_ticks(name: &str) -> u64 {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim_end().starts_with(name))
         })
-        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
-        .map(|tid| cpu_ticks_of(&format!("/proc/self/task/{tid}/stat")))
-        .sum()
+        .map(|t| stat_fields(&t.path().join("stat").to_string_lossy()))
+        .fold(TaskStat::default(), |a, b| TaskStat {
+            minor_faults: a.minor_faults + b.minor_faults,
+            utime: a.utime + b.utime,
+            stime: a.stime + b.stime,
+        })
 }
 
-/// utime + stime from the `stat` file at `path` (0 when it cannot be read).
-fn cpu_ticks_of(path: &str) -> u64 {
+/// The calling thread's [`TaskStat`].
+pub fn this_thread_stat() -> TaskStat {
+    stat_fields("/proc/thread-self/stat")
+}
+
+/// The fields of the `stat` file at `path` (zeros when it cannot be read).
+fn stat_fields(path: &str) -> TaskStat {
     let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0;
+        return TaskStat::default();
     };
     let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
+        return TaskStat::default();
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| {
@@ -63,6 +83,10 @@ fn cpu_ticks_of(path: &str) -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // After the command: state (3) ... utime (14), stime (15).
-    field(11) + field(12)
+    // After the command: state (3) ... minflt (10), ..., utime (14), stime (15).
+    TaskStat {
+        minor_faults: field(7),
+        utime: field(11),
+        stime: field(12),
+    }
 }
