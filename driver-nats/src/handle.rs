@@ -36,10 +36,10 @@ pub struct NodeOptions {
     /// ([`Event::ConfigApply`]). When false (the default), a valid version is in force as soon
     /// as its `state.*` is.
     pub confirm_config: bool,
-    /// Called by the driver (on its thread, or its task's) for every [`Event::Decision`], the moment the decision is
-    /// in force ([`Handle::decision`] returns it) and before the event is sent: an embedder
-    /// that keeps its own answer table updates it here without a thread hop. It must return
-    /// quickly (the driver waits for it).
+    /// Called by the driver (on its thread, or its task's) for every [`Event::Decision`], the
+    /// moment the decision is in force ([`Handle::decision`] returns it) and before the event
+    /// is sent: an embedder that keeps its own answer table updates it here without a thread
+    /// hop. It must return quickly (the driver waits for it).
     pub on_decision: Option<DecisionListener>,
 }
 
