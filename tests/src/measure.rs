@@ -90,3 +90,25 @@ fn stat_fields(path: &str) -> TaskStat {
         stime: field(12),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let samples: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(percentile(&samples, 0.50), ms(51));
+        assert_eq!(percentile(&samples, 0.99), ms(99));
+        assert_eq!(percentile(&samples, 1.0), ms(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn our_own_resident_memory_is_read() {
+        let kb = proc_status_kb(std::process::id(), "VmRSS:").expect("VmRSS of this process");
+        assert!(kb > 0);
+        assert_eq!(proc_status_kb(std::process::id(), "NoSuchField:"), None);
+    }
+}
