@@ -244,59 +244,53 @@ pub struct Handle {
 
 /// Where the driver runs.
 enum Runner {
-    /// Its own thread ([`Handle::start`]), joined on drop.
+    /// Its own thread ([`Handle::start`]; `None` until it is started), joined on drop.
     Thread(Option<JoinHandle<()>>),
     /// A task of the embedder's runtime ([`Handle::spawn`]).
     Task,
 }
 
-/// What [`Handle::start_with_events`] and [`Handle::spawn`] share: the handle's side and the
-/// driver, not yet running.
-struct Start {
-    node_id: String,
-    commands: mpsc::UnboundedSender<Command>,
-    shared: Arc<Shared>,
-    driver: crate::driver::Start,
-}
-
-impl Start {
-    fn new(options: NodeOptions) -> (Start, broadcast::Receiver<Event>) {
-        let node_config = NodeConfig {
-            limits: options.limits.clone(),
-            confirm_apply: options.confirm_config,
-            ..NodeConfig::from_config(&options.config, &options.node_id)
-        };
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (events, first_subscriber) = broadcast::channel(EVENT_BUFFER);
-        let shared = Arc::new(Shared {
-            clock: Clock::start(),
-            metrics: Arc::new(Metrics::new()),
-            events,
-            decisions: RwLock::new(DecisionTable::default()),
-            connected: std::sync::atomic::AtomicBool::new(false),
-            connect_errors: Arc::default(),
-            config_state: tokio::sync::watch::Sender::new(ConfigState::default()),
-            policy: RwLock::new((
-                options.config.state.policy,
-                options.config.state.quorum_min_percent,
-            )),
-            snapshot_loaded: std::sync::atomic::AtomicBool::new(false),
-            on_decision: options.on_decision.clone(),
-        });
-        let driver = crate::driver::Start {
-            config: options.config,
-            node_config,
-            commands: command_rx,
-            shared: shared.clone(),
-        };
-        let start = Start {
-            node_id: options.node_id,
-            commands,
-            shared,
-            driver,
-        };
-        (start, first_subscriber)
-    }
+/// What [`Handle::start_with_events`] and [`Handle::spawn`] share: the handle (its driver to run
+/// where `runner` says), the driver not yet running, and the first subscription.
+fn prepare(
+    options: NodeOptions,
+    runner: Runner,
+) -> (Handle, crate::driver::Start, broadcast::Receiver<Event>) {
+    let node_config = NodeConfig {
+        limits: options.limits.clone(),
+        confirm_apply: options.confirm_config,
+        ..NodeConfig::from_config(&options.config, &options.node_id)
+    };
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, first_subscriber) = broadcast::channel(EVENT_BUFFER);
+    let shared = Arc::new(Shared {
+        clock: Clock::start(),
+        metrics: Arc::new(Metrics::new()),
+        events,
+        decisions: RwLock::new(DecisionTable::default()),
+        connected: std::sync::atomic::AtomicBool::new(false),
+        connect_errors: Arc::default(),
+        config_state: tokio::sync::watch::Sender::new(ConfigState::default()),
+        policy: RwLock::new((
+            options.config.state.policy,
+            options.config.state.quorum_min_percent,
+        )),
+        snapshot_loaded: std::sync::atomic::AtomicBool::new(false),
+        on_decision: options.on_decision.clone(),
+    });
+    let driver = crate::driver::Start {
+        config: options.config,
+        node_config,
+        commands: command_rx,
+        shared: shared.clone(),
+    };
+    let handle = Handle {
+        node_id: options.node_id,
+        commands,
+        shared,
+        runner,
+    };
+    (handle, driver, first_subscriber)
 }
 
 /// Tells the starter whether the driver started (once).
@@ -327,19 +321,13 @@ impl Handle {
     pub fn start_with_events(
         options: NodeOptions,
     ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
-        let (start, first_subscriber) = Start::new(options);
+        let (mut handle, driver, first_subscriber) = prepare(options, Runner::Thread(None));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let ready = Ready::new(move |result| {
             let _ = ready_tx.send(result);
         });
-        let Start {
-            node_id,
-            commands,
-            shared,
-            driver,
-        } = start;
         let thread = std::thread::Builder::new()
-            .name(format!("gslb-state-{node_id}"))
+            .name(format!("gslb-state-{}", handle.node_id))
             .spawn(move || {
                 // One thread for the drive loop and the NATS connection's task: a message
                 // goes from the socket to the core, and a publish from the core to the socket,
@@ -348,21 +336,16 @@ impl Handle {
                     .enable_all()
                     .build();
                 match built {
-                    Ok(runtime) => runtime.block_on(driver.run(ready)),
+                    Ok(runtime) => runtime.block_on(crate::driver::run(driver, ready)),
                     Err(e) => ready.send(Err(StartError::Runtime(e))),
                 }
             })
             .map_err(StartError::Runtime)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok((
-                Handle {
-                    node_id,
-                    commands,
-                    shared,
-                    runner: Runner::Thread(Some(thread)),
-                },
-                first_subscriber,
-            )),
+            Ok(Ok(())) => {
+                handle.runner = Runner::Thread(Some(thread));
+                Ok((handle, first_subscriber))
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -388,28 +371,14 @@ impl Handle {
     pub async fn spawn(
         options: NodeOptions,
     ) -> Result<(Handle, broadcast::Receiver<Event>), StartError> {
-        let (start, first_subscriber) = Start::new(options);
+        let (handle, driver, first_subscriber) = prepare(options, Runner::Task);
         let (ready_tx, ready_rx) = oneshot::channel();
         let ready = Ready::new(move |result| {
             let _ = ready_tx.send(result);
         });
-        let Start {
-            node_id,
-            commands,
-            shared,
-            driver,
-        } = start;
-        tokio::spawn(driver.run(ready));
+        tokio::spawn(crate::driver::run(driver, ready));
         match ready_rx.await {
-            Ok(Ok(())) => Ok((
-                Handle {
-                    node_id,
-                    commands,
-                    shared,
-                    runner: Runner::Task,
-                },
-                first_subscriber,
-            )),
+            Ok(Ok(())) => Ok((handle, first_subscriber)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StartError::Runtime(std::io::Error::other(
                 "the driver task ended during start-up",

@@ -151,8 +151,7 @@ impl Node {
             if fresh {
                 w.seen[index as usize] = true;
                 w.left -= 1;
-                let last = w.seen.len() - 1;
-                ahead = w.seen[..last].iter().filter(|seen| !**seen).count();
+                ahead = w.left as usize - usize::from(!w.seen[w.seen.len() - 1]);
             }
             fresh
         });

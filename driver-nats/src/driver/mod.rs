@@ -84,7 +84,7 @@ struct Driver {
     denials: crate::security::DenialLog,
 }
 
-/// A driver not yet running: what [`Start::run`] takes.
+/// A driver not yet running: what [`run`] takes.
 pub(crate) struct Start {
     pub(crate) config: Config,
     pub(crate) node_config: NodeConfig,
@@ -92,29 +92,15 @@ pub(crate) struct Start {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl Start {
-    /// Runs the driver until a shutdown command (or the handle is dropped). Reports on
-    /// `ready` whether it started.
-    pub(crate) async fn run(self, ready: Ready) {
-        run(
-            self.config,
-            self.node_config,
-            self.commands,
-            self.shared,
-            ready,
-        )
-        .await
-    }
-}
-
-/// [`Start::run`].
-async fn run(
-    config: Config,
-    node_config: NodeConfig,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    shared: Arc<Shared>,
-    ready: Ready,
-) {
+/// Runs the driver until a shutdown command (or the handle is dropped). Reports on `ready`
+/// whether it started.
+pub(crate) async fn run(start: Start, ready: Ready) {
+    let Start {
+        config,
+        node_config,
+        mut commands,
+        shared,
+    } = start;
     let clock = shared.clock;
     let node = match Node::new(node_config, clock.now()) {
         Ok(node) => node,
